@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Set up and run dbt-prefect's two everyday jobs, with nothing but Python 3.11+ and pip.
+
+    python3 dev.py demo    # build the integration project in a Prefect flow
+    python3 dev.py test    # run the test suite
+    python3 dev.py stop-server
+
+Both create `.venv/` and install the project into it on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / "python"
+STAMP = VENV / ".dbt-prefect-installed"
+PREFECT_HOME = ROOT / ".prefect-home"
+DEMO_API_URL = "http://127.0.0.1:4200/api"
+
+QUIET_ENV = {
+    "DO_NOT_TRACK": "1",
+    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+
+def ensure_venv() -> None:
+    if sys.version_info < (3, 11):
+        sys.exit(f"dbt-prefect needs Python 3.11 or newer; this is {sys.version.split()[0]}")
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("installing dbt-prefect and its dependencies into .venv (about a minute the first time)", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(wanted)
+
+
+def server_is_up(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def ensure_demo_server(env: dict[str, str]) -> str:
+    """The Prefect API to use: $PREFECT_API_URL if set, else a local server we start once."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    if server_is_up(DEMO_API_URL):
+        return DEMO_API_URL
+    PREFECT_HOME.mkdir(exist_ok=True)
+    log = open(PREFECT_HOME / "server.log", "ab")
+    print("starting a local Prefect server on http://127.0.0.1:4200 (log: .prefect-home/server.log)", flush=True)
+    process = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", "4200"],
+        env={**env, "PREFECT_HOME": str(PREFECT_HOME)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (PREFECT_HOME / "server.pid").write_text(str(process.pid))
+    deadline = time.monotonic() + 120
+    while not server_is_up(DEMO_API_URL):
+        if process.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"the Prefect server did not start; see {PREFECT_HOME / 'server.log'}")
+        time.sleep(0.5)
+    return DEMO_API_URL
+
+
+def demo(extra: list[str]) -> int:
+    ensure_venv()
+    env = {**os.environ, **QUIET_ENV}
+    api_url = ensure_demo_server(env)
+    env["PREFECT_API_URL"] = api_url
+    code = subprocess.run(
+        [str(PYTHON), str(ROOT / "integration_project" / "flows" / "build_shop.py"), *extra], env=env
+    ).returncode
+    ui = api_url.removesuffix("/api")
+    print(f"\nSee the flow run, its dbt task runs, logs and assets at {ui}/runs and {ui}/assets")
+    if api_url == DEMO_API_URL:
+        print("The local Prefect server keeps running; stop it with: python3 dev.py stop-server")
+    return code
+
+
+def test(extra: list[str]) -> int:
+    ensure_venv()
+    env = {**os.environ, **QUIET_ENV}
+    return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
+
+
+def stop_server() -> int:
+    pid_file = PREFECT_HOME / "server.pid"
+    if not pid_file.exists():
+        print("no local Prefect server was started by dev.py")
+        return 0
+    import signal
+
+    try:
+        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+        print("stopped the local Prefect server")
+    except ProcessLookupError:
+        print("the local Prefect server was not running")
+    pid_file.unlink()
+    return 0
+
+
+def main() -> int:
+    commands = {"demo": demo, "test": test, "stop-server": lambda extra: stop_server()}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        print(__doc__)
+        return 2
+    return commands[sys.argv[1]](sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

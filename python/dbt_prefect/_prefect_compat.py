@@ -1,0 +1,57 @@
+"""The only place dbt-prefect touches Prefect internals. Checked against prefect 3.8.8.
+
+Why each is needed:
+- Prefect 3 records task runs on the server from the state-change events its client
+  emits (this is how the task engine itself works since 3.x). Emitting those events for
+  each dbt node, instead of running a task engine per node, is what makes mirroring dbt
+  nearly free. ``emit_task_run_state_change_event`` builds the exact event the engine sends.
+- Flushing: ``invoke`` promises that every task run, log and asset event is on the server
+  when it returns, so it waits for Prefect's background event and log workers to drain.
+- Asset key rules: Prefect validates keys with these constants; keys are cleaned with the
+  same ones rather than a copy that could drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from prefect.events.worker import EventsWorker
+from prefect.logging.handlers import APILogWorker
+from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
+from prefect.utilities.engine import emit_task_run_state_change_event
+
+__all__ = [
+    "MAX_ASSET_KEY_LENGTH",
+    "RESTRICTED_ASSET_CHARACTERS",
+    "emit_task_run_state_change_event",
+    "flush_events_and_logs",
+]
+
+_logger = logging.getLogger("dbt_prefect")
+
+
+def flush_events_and_logs(timeout: float) -> bool:
+    """Wait, at most ``timeout`` seconds, until queued events and API logs reach the server."""
+
+    def wait() -> None:
+        try:
+            # A plain queue: join() returns once every queued event has been sent.
+            EventsWorker.instance().wait_until_empty()
+        except Exception as exc:  # a flush problem must never hide dbt's own result
+            _logger.debug("could not flush Prefect events: %s", exc)
+        try:
+            # The log worker batches and does not mark items done, so it is drained
+            # (stopped and emptied) instead, as APILogHandler.flush() does; the next
+            # log record starts a fresh worker.
+            APILogWorker.drain_all(timeout=timeout, at_exit=False)
+        except Exception as exc:
+            _logger.debug("could not flush Prefect logs: %s", exc)
+
+    # wait_until_empty() has no timeout; wait in a helper thread so a server that
+    # stopped answering cannot hang invoke().
+    waiter = threading.Thread(target=wait, name="dbt-prefect-flush", daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    return not waiter.is_alive()

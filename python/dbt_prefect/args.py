@@ -1,0 +1,85 @@
+"""What an invoke() call asks dbt to do: its command and the flags dbt-prefect must know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from dbt_prefect.errors import DbtArgumentsError
+
+# Flags whose values dbt-prefect reads before dbt starts (dbt reads them too).
+_VALUE_FLAGS = {
+    "--project-dir": "project_dir",
+    "--profiles-dir": "profiles_dir",
+    "--target-path": "target_path",
+    "--log-level": "log_level",
+    "--target": "target",
+    "-t": "target",
+    "--profile": "profile",
+}
+
+
+@dataclass(frozen=True)
+class DbtInvocation:
+    args: tuple[str, ...]
+    command: str  # e.g. "build", "source freshness", "docs generate"
+    flags: dict[str, str] = field(default_factory=dict)
+
+    def given(self, name: str, kwargs: dict[str, Any]) -> Optional[Any]:
+        """A setting given as a flag or an invoke() kwarg; kwargs win, as in dbtRunner."""
+        if name in kwargs and kwargs[name] is not None:
+            return kwargs[name]
+        return self.flags.get(name)
+
+
+def _command_path(args: Sequence[str]) -> list[str]:
+    import click
+    from dbt.cli.main import cli
+
+    try:
+        ctx = cli.make_context(cli.name, list(args), resilient_parsing=True)
+        rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+        command: Any = cli
+        names: list[str] = []
+        while isinstance(command, click.Group) and rest:
+            token = rest[0]
+            name, command, rest = command.resolve_command(ctx, rest)
+            if command is None:  # resilient parsing reports no error for an unknown command
+                raise click.UsageError(f"No such command {token!r}.")
+            names.append(name)
+            if isinstance(command, click.Group):
+                ctx = command.make_context(name, list(rest), parent=ctx, resilient_parsing=True)
+                rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+        return names
+    except click.UsageError as exc:
+        raise DbtArgumentsError(
+            f"dbt cannot run {list(args)!r}: {exc.format_message()} "
+            "(the arguments are dbt's own: check them with `dbt --help`)"
+        ) from None
+
+
+def parse_invocation(args: Sequence[str]) -> DbtInvocation:
+    if isinstance(args, (str, bytes)) or not all(isinstance(a, str) for a in args):
+        raise DbtArgumentsError(
+            f"invoke() takes a list of strings, as dbtRunner does, e.g. invoke(['build', '--select', 'orders']); got {args!r}"
+        )
+    args = tuple(args)
+    names = _command_path(args)
+    if not names:
+        raise DbtArgumentsError(
+            "invoke() was given no dbt command: pass one, e.g. invoke(['build'])"
+        )
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        name, eq, value = token.partition("=")
+        key = _VALUE_FLAGS.get(name)
+        if key is not None:
+            if eq:
+                flags[key] = value
+            elif i + 1 < len(args):
+                flags[key] = args[i + 1]
+                i += 1
+        i += 1
+    return DbtInvocation(args=args, command=" ".join(names), flags=flags)

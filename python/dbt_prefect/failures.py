@@ -1,0 +1,60 @@
+"""One summarised exception for the nodes that failed in an invocation."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+from dbt_prefect.errors import PrefectDbtRunnerFailure
+
+_FAILED = {"fail": "failed", "error": "errored", "runtime error": "errored", "partial success": "partially failed"}
+
+
+def node_results(result: Any) -> list[Any]:
+    """The per-node results of a dbtRunnerResult, whatever the command returned."""
+    payload = getattr(result, "result", None)
+    results = getattr(payload, "results", None)
+    if results is None:
+        return []
+    try:
+        return list(results)
+    except TypeError:
+        return []
+
+
+def _status(entry: Any) -> str:
+    status = getattr(entry, "status", "")
+    return str(getattr(status, "value", status))
+
+
+def _display_type(resource_type: str) -> str:
+    words = resource_type.replace("_", " ")
+    return words[:1].upper() + words[1:]
+
+
+def failure_lines(results: Iterable[Any]) -> list[str]:
+    lines = []
+    for entry in results:
+        verb = _FAILED.get(_status(entry))
+        if verb is None:
+            continue
+        node = getattr(entry, "node", None)
+        resource_type = str(getattr(getattr(node, "resource_type", ""), "value", getattr(node, "resource_type", "node")))
+        name = getattr(node, "name", None) or getattr(node, "unique_id", "unknown node")
+        if resource_type == "source" and getattr(node, "source_name", None):
+            name = f"{node.source_name}.{name}"
+        message = (getattr(entry, "message", None) or "").strip()
+        age = getattr(entry, "age", None)
+        if not message and isinstance(age, (int, float)):
+            # Freshness results carry no message, only how stale the source is.
+            message = f"source is stale: last loaded {age:.0f} seconds ago"
+        lines.append(f'{_display_type(resource_type or "node")} {name} {verb} with message: "{message}"')
+    return lines
+
+
+def summarise_failures(command: str, result: Any) -> Optional[PrefectDbtRunnerFailure]:
+    """The exception to raise for a result with failed nodes, or None when none failed."""
+    lines = failure_lines(node_results(result))
+    if not lines:
+        return None
+    message = f"Failures detected during invocation of dbt command '{command}':\n" + "\n".join(lines)
+    return PrefectDbtRunnerFailure(message, result=result)

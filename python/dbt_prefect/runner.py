@@ -1,0 +1,270 @@
+"""PrefectDbtRunner: dbtRunner, with every node mirrored in Prefect as it runs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from dbt_prefect.args import DbtInvocation, parse_invocation
+from dbt_prefect.errors import (
+    DbtArgumentsError,
+    DbtCommandFailed,
+    DbtProfilesError,
+    DbtProjectNotFound,
+    DbtWarehouseLocked,
+)
+from dbt_prefect.levels import python_level, to_dbt_level
+from dbt_prefect.settings import PrefectDbtSettings
+
+_logger = logging.getLogger("dbt_prefect")
+
+# dbt keeps process-wide state (its flags, adapter registry, event manager and invocation
+# id), so two dbt invocations cannot safely overlap in one process. Runners in different
+# threads take turns; each still sees only its own task runs and logs.
+_DBT_INVOCATION_LOCK = threading.RLock()
+
+# Commands that run without a dbt project directory.
+_NO_PROJECT_COMMANDS = frozenset({"init"})
+# Commands that run without reading profiles.yml.
+_NO_PROFILE_COMMANDS = frozenset({"init", "deps", "clean"})
+
+# Flags dbt-prefect resolves itself and hands to dbt as kwargs.
+_MANAGED_FLAGS = ("--project-dir", "--profiles-dir", "--target-path", "--log-level")
+
+
+class PrefectDbtRunner:
+    """Run dbt commands with each executed node reflected as a Prefect task run.
+
+    The arguments of ``invoke`` are dbtRunner's. Inside a flow or task, every node dbt
+    executes becomes a task run whose state follows the node's status, with the node's
+    logs; seeds, models and snapshots become Prefect assets.
+    """
+
+    def __init__(
+        self,
+        manifest: Any = None,
+        settings: Optional[PrefectDbtSettings] = None,
+        raise_on_failure: bool = True,
+        client: Any = None,
+        include_compiled_code: bool = False,
+        disable_assets: bool = False,
+    ) -> None:
+        self.manifest = manifest
+        self.settings = settings if settings is not None else PrefectDbtSettings()
+        self.raise_on_failure = raise_on_failure
+        self.client = client
+        self.include_compiled_code = include_compiled_code
+        self.disable_assets = disable_assets
+        # How long invoke() waits for the server to show every task run it recorded.
+        self.record_timeout_seconds = 60.0
+
+    # -- public ----------------------------------------------------------------------
+    def invoke(self, args: Sequence[str], **kwargs: Any) -> Any:
+        """Run ``dbt <args>`` and return dbt's ``dbtRunnerResult``."""
+        invocation = parse_invocation(args)
+        project_dir = Path(invocation.given("project_dir", kwargs) or self.settings.project_dir).expanduser()
+        profiles_dir = Path(invocation.given("profiles_dir", kwargs) or self.settings.profiles_dir).expanduser()
+        target_path = invocation.given("target_path", kwargs) or self.settings.target_path
+        dbt_level = to_dbt_level(invocation.given("log_level", kwargs) or self.settings.log_level)
+
+        top_command = invocation.command.split(" ")[0]
+        if top_command not in _NO_PROJECT_COMMANDS:
+            _check_project(project_dir)
+
+        with _DBT_INVOCATION_LOCK:
+            if top_command in _NO_PROFILE_COMMANDS:
+                result = self._run_dbt(invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None)
+            else:
+                from dbt_prefect.profiles import resolved_profiles
+
+                with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
+                    result = self._run_dbt(
+                        invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles
+                    )
+        return self._outcome(invocation, result, project_dir, profiles_dir)
+
+    # -- internals -------------------------------------------------------------------
+    def _run_dbt(
+        self,
+        invocation: DbtInvocation,
+        kwargs: dict[str, Any],
+        project_dir: Path,
+        profiles_dir: Path,
+        target_path: Any,
+        dbt_level: str,
+        profiles: Any,
+    ) -> Any:
+        from dbt.cli.main import dbtRunner
+
+        from dbt_prefect._dbt_plugin import capture_manifest
+        from dbt_prefect.assets import AssetEmitter
+        from dbt_prefect.events import DbtEventRouter
+        from dbt_prefect.nodes import NodeCatalog
+        from dbt_prefect.tracking import RunRecorder, RunTarget
+
+        target = RunTarget.current()
+        threshold = max(python_level(dbt_level), _prefect_threshold(target))
+        scrub = _scrubber(getattr(profiles, "secret_values", ()) or ())
+        catalog = NodeCatalog(self.manifest)
+        emitter = None
+        if target is not None and not self.disable_assets:
+            emitter = AssetEmitter(catalog, include_compiled_code=self.include_compiled_code, scrub=scrub)
+        recorder = RunRecorder(
+            target=target,
+            catalog=catalog,
+            threshold=threshold,
+            scrub=scrub,
+            on_node_finished=emitter.node_finished if emitter is not None else None,
+        )
+        # Paths go on the command line: dbt validates its path defaults while parsing,
+        # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
+        dbt_args = _without_managed_flags(invocation.args)
+        dbt_args += ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+        if target_path is not None:
+            dbt_args += ["--target-path", str(target_path)]
+        dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
+        user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
+        # dbt's own console output would repeat every line Prefect's loggers print.
+        dbt_kwargs["log_level"] = "none"
+        if "log_level_file" not in kwargs and not any(a.startswith("--log-level-file") for a in dbt_args):
+            # Otherwise dbt derives the file level from "none" and stops writing logs/dbt.log.
+            dbt_kwargs["log_level_file"] = "debug"
+
+        result = None
+        dbt_raised = False
+        recorder.start()
+        try:
+            with capture_manifest() as slot:
+                catalog.manifest_source = slot
+                runner = dbtRunner(manifest=self.manifest, callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks])
+                result = runner.invoke(dbt_args, **dbt_kwargs)
+        except BaseException:
+            dbt_raised = True
+            raise
+        finally:
+            recorder.stop()
+            if result is not None and getattr(result, "exception", None) is not None:
+                dbt_raised = True
+            recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
+            if target is not None:
+                missing = recorder.wait_until_recorded(self.record_timeout_seconds)
+                if emitter is not None:
+                    emitter.wait_until_recorded(self.record_timeout_seconds)
+                if missing:
+                    _logger.warning(
+                        "%d of %d dbt task runs were not yet visible on the Prefect server after %.0f s",
+                        len(missing),
+                        len(recorder.task_run_ids),
+                        self.record_timeout_seconds,
+                    )
+        self.last_recorder = recorder
+        return result
+
+    def _outcome(self, invocation: DbtInvocation, result: Any, project_dir: Path, profiles_dir: Path) -> Any:
+        exception = getattr(result, "exception", None)
+        if exception is not None and not isinstance(exception, Exception):
+            # KeyboardInterrupt, SystemExit, Prefect's TerminationSignal: not dbt errors;
+            # they keep their type so the flow run ends as cancelled or crashed.
+            raise exception
+        if exception is not None:
+            raise _translate_dbt_exception(exception, invocation, project_dir, profiles_dir) from None
+        if not getattr(result, "success", False) and self.raise_on_failure:
+            from dbt_prefect.failures import summarise_failures
+
+            failure = summarise_failures(invocation.command, result)
+            if failure is not None:
+                raise failure
+            raise DbtCommandFailed(
+                f"dbt command '{invocation.command}' did not succeed; dbt's log above says why"
+            )
+        return result
+
+
+def _sync_client_or_none(client: Any) -> Any:
+    # The official signature takes a PrefectClient; only a synchronous one can be used
+    # from invoke(), which is synchronous. Otherwise a client is opened when needed.
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return client if isinstance(client, SyncPrefectClient) else None
+
+
+def _check_project(project_dir: Path) -> None:
+    if not project_dir.is_dir():
+        raise DbtProjectNotFound(
+            f"dbt project directory {project_dir} does not exist "
+            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir)"
+        )
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise DbtProjectNotFound(
+            f"no dbt_project.yml in {project_dir} "
+            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir to your dbt project)"
+        )
+
+
+def _prefect_threshold(target: Any) -> int:
+    name = "prefect.flow_runs" if target is not None else "prefect.dbt"
+    return logging.getLogger(name).getEffectiveLevel()
+
+
+def _scrubber(secret_values: Any):
+    secrets = sorted((s for s in secret_values if s), key=len, reverse=True)
+    if not secrets:
+        return lambda text: text
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, "*****")
+        return text
+
+    return scrub
+
+
+def _without_managed_flags(args: Sequence[str]) -> list[str]:
+    kept: list[str] = []
+    skip_next = False
+    for token in args:
+        if skip_next:
+            skip_next = False
+            continue
+        name, eq, _ = token.partition("=")
+        if name in _MANAGED_FLAGS:
+            skip_next = not eq
+            continue
+        kept.append(token)
+    return kept
+
+
+def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
+    from dbt_prefect.failures import node_results
+
+    statuses: dict[str, tuple[str, str]] = {}
+    for entry in node_results(result):
+        node = getattr(entry, "node", None)
+        unique_id = getattr(node, "unique_id", None)
+        if unique_id:
+            status = getattr(entry, "status", "")
+            statuses[unique_id] = (str(getattr(status, "value", status)), getattr(entry, "message", "") or "")
+    return statuses
+
+
+def _translate_dbt_exception(exc: BaseException, invocation: DbtInvocation, project_dir: Path, profiles_dir: Path) -> Exception:
+    text = str(exc).strip()
+    kind = type(exc).__name__
+    if "Could not set lock" in text:
+        return DbtWarehouseLocked(
+            f"the DuckDB database is locked by another process: {text} "
+            "(close the other connection, e.g. a DuckDB shell or another dbt run, or point the profile's `path` at another file)"
+        )
+    if kind == "DbtUsageException" or kind.endswith("UsageError"):
+        return DbtArgumentsError(
+            f"dbt cannot run {list(invocation.args)!r}: {text} (check the arguments with `dbt {invocation.command} --help`)"
+        )
+    if kind == "DbtProfileError" or "profile" in kind.lower():
+        return DbtProfilesError(
+            f"{text}\n(profiles.yml read from {profiles_dir}; fix the profile or target, "
+            "or pass --target / --profiles-dir, DBT_PROFILES_DIR, PrefectDbtSettings(profiles_dir=...))"
+        )
+    return DbtCommandFailed(f"dbt command '{invocation.command}' failed: {kind}: {text}")

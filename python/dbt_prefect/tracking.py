@@ -1,0 +1,403 @@
+"""Where a dbt event becomes a Prefect task-run state, log record or asset event.
+
+One recorder thread per invoke() consumes the events DbtEventRouter queued. Node task
+runs are recorded the way Prefect's own task engine records them in Prefect 3: the
+client emits task-run state-change events and the server builds the task runs from them.
+No task engine, thread or latch per node, so nothing can be left waiting on a node dbt
+never finishes; and every task run still open when dbt returns is closed explicitly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
+
+from prefect.client.schemas.objects import StateType, TaskRun, TaskRunPolicy, TaskRunResult
+from prefect.states import Completed, Crashed, Failed, Pending, Running, State
+
+from dbt_prefect._prefect_compat import emit_task_run_state_change_event, flush_events_and_logs
+from dbt_prefect.events import (
+    NODE_FINISHED,
+    NODE_START,
+    event_level,
+    event_text,
+    event_timestamp,
+    event_unique_id,
+)
+from dbt_prefect.nodes import DbtNode, NodeCatalog, node_from_node_info
+
+# dbt statuses (RunStatus, TestStatus, FreshnessStatus) and the Prefect state each becomes.
+_COMPLETED_STATUSES = {"success": "Completed", "pass": "Completed", "no-op": "Completed"}
+_WARNED_STATUSES = frozenset({"warn"})
+_SKIPPED_STATUSES = frozenset({"skipped"})
+FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "partial success"})
+
+_STOP = object()
+_logger = logging.getLogger("dbt_prefect")
+
+
+def _utc(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+
+
+def state_for_status(status: str, message: Optional[str], timestamp: float) -> State:
+    """The terminal Prefect state for a dbt node status."""
+    when = _utc(timestamp)
+    if status in FAILED_STATUSES:
+        return Failed(message=message or f"dbt status: {status}", timestamp=when)
+    if status in _WARNED_STATUSES:
+        return Completed(name="Warned", message=message or None, timestamp=when)
+    if status in _SKIPPED_STATUSES:
+        return State(type=StateType.COMPLETED, name="Skipped", message=message, timestamp=when)
+    if status in _COMPLETED_STATUSES:
+        return Completed(message=message or None, timestamp=when)
+    # A status this version of dbt-prefect does not know: record it as-is, never as failed.
+    return Completed(name=status.title() if status else "Completed", message=message, timestamp=when)
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """The Prefect flow run (and task run, when invoked inside a task) dbt runs under."""
+
+    flow_run: Any
+    flow_name: str
+    parent_task_run: Any = None
+
+    @classmethod
+    def current(cls) -> Optional["RunTarget"]:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        task_ctx = TaskRunContext.get()
+        flow_ctx = FlowRunContext.get()
+        if flow_ctx is None or flow_ctx.flow_run is None:
+            return None
+        flow_name = getattr(flow_ctx.flow, "name", "<unknown>")
+        return cls(
+            flow_run=flow_ctx.flow_run,
+            flow_name=flow_name,
+            parent_task_run=task_ctx.task_run if task_ctx is not None else None,
+        )
+
+
+class _NodeRun:
+    __slots__ = ("node", "task_run", "last_event", "log_extra")
+
+    def __init__(self, node: DbtNode, task_run: TaskRun, log_extra: dict[str, Any]) -> None:
+        self.node = node
+        self.task_run = task_run
+        self.last_event: Any = None
+        self.log_extra = log_extra
+
+
+@dataclass
+class FinishedNode:
+    """What dbt reported for one node, kept for assets, summaries and skip reasons."""
+
+    node: DbtNode
+    status: str
+    message: str
+    task_run_id: Optional[uuid.UUID]
+    node_info: Any
+    run_result: Any
+
+
+class RunRecorder:
+    """Consumes one invocation's dbt events and mirrors them in Prefect."""
+
+    def __init__(
+        self,
+        *,
+        target: Optional[RunTarget],
+        catalog: NodeCatalog,
+        threshold: int,
+        scrub: Callable[[str], str] = lambda text: text,
+        on_node_finished: Optional[Callable[["FinishedNode", Optional[State]], None]] = None,
+    ) -> None:
+        self.target = target
+        self.catalog = catalog
+        self.threshold = threshold
+        self._scrub = scrub
+        self._on_node_finished = on_node_finished
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.forward = self._queue.put
+        self._open: dict[str, _NodeRun] = {}
+        self._runs: dict[str, _NodeRun] = {}
+        self.finished: dict[str, FinishedNode] = {}
+        self.task_run_ids: list[uuid.UUID] = []
+        self._thread: Optional[threading.Thread] = None
+        self._handler_error_logged = False
+        self._run_logger, self._run_extra = self._run_level_logger()
+        self._task_logger = logging.getLogger("prefect.task_runs")
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        # The recorder runs in the caller's context so Prefect sees the flow run in it
+        # (related resources on events, the API log handler).
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=context.run, args=(self._consume,), name="dbt-prefect-recorder", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(_STOP)
+        if self._thread is not None:
+            self._thread.join()
+
+    def _consume(self) -> None:
+        get = self._queue.get
+        while True:
+            msg = get()
+            if msg is _STOP:
+                return
+            try:
+                self._handle(msg)
+            except Exception:  # never let one odd event stop the mirroring of the rest
+                if not self._handler_error_logged:
+                    self._handler_error_logged = True
+                    _logger.exception("dbt-prefect could not process dbt event %s", msg.info.name)
+
+    # -- events ----------------------------------------------------------------------
+    def _handle(self, msg: Any) -> None:
+        name = msg.info.name
+        if name == NODE_START:
+            self._node_started(msg)
+        loggable = event_level(msg) >= self.threshold
+        if loggable:
+            self._log(msg)
+        if name == NODE_FINISHED:
+            self._node_finished(msg)
+
+    def _node_for(self, node_info: Any) -> DbtNode:
+        return self.catalog.get(node_info.unique_id) or node_from_node_info(node_info)
+
+    def _node_started(self, msg: Any) -> None:
+        node_info = msg.data.node_info
+        node = self._node_for(node_info)
+        if node.is_ephemeral or self.target is None:
+            return
+        timestamp = event_timestamp(msg)
+        task_run = self._new_task_run(node, timestamp)
+        run = _NodeRun(node, task_run, self._task_log_extra(task_run, node))
+        self._open[node.unique_id] = run
+        self._runs[node.unique_id] = run
+        self.task_run_ids.append(task_run.id)
+        run.last_event = emit_task_run_state_change_event(
+            task_run=task_run, initial_state=None, validated_state=task_run.state
+        )
+        self._set_state(run, Running(timestamp=_utc(timestamp)))
+
+    def _node_finished(self, msg: Any) -> None:
+        node_info = msg.data.node_info
+        result = msg.data.run_result
+        node = self._node_for(node_info)
+        if node.is_ephemeral:
+            return
+        status = result.status
+        message = self._scrub(result.message)
+        run = self._open.pop(node.unique_id, None)
+        state: Optional[State] = None
+        if status in _SKIPPED_STATUSES:
+            message = self._skip_reason(node) or message
+        if run is not None:
+            state = state_for_status(status, message, event_timestamp(msg))
+            self._set_state(run, state)
+        finished = FinishedNode(
+            node=node,
+            status=status,
+            message=message,
+            task_run_id=run.task_run.id if run is not None else None,
+            node_info=node_info,
+            run_result=result,
+        )
+        self.finished[node.unique_id] = finished
+        if self._on_node_finished is not None:
+            self._on_node_finished(finished, state)
+
+    def _skip_reason(self, node: DbtNode) -> str:
+        for parent in self.catalog.parents(node):
+            done = self.finished.get(parent.unique_id)
+            if done is not None and done.status in FAILED_STATUSES:
+                return f"Skipped because {parent.resource_type} {parent.name} finished with status {done.status}"
+            if done is not None and done.status in _SKIPPED_STATUSES:
+                return f"Skipped because {parent.resource_type} {parent.name} was skipped"
+        return "Skipped by dbt"
+
+    # -- task runs -------------------------------------------------------------------
+    def _new_task_run(self, node: DbtNode, timestamp: float) -> TaskRun:
+        target = self.target
+        assert target is not None
+        task_run_id = uuid.uuid4()
+        pending = Pending(timestamp=_utc(timestamp))
+        pending.state_details.task_run_id = task_run_id
+        pending.state_details.flow_run_id = target.flow_run.id
+        inputs: dict[str, list[Any]] = {}
+        upstream = [
+            TaskRunResult(id=self._open_or_finished_id(parent.unique_id))
+            for parent in self.catalog.parents(node)
+            if self._open_or_finished_id(parent.unique_id) is not None
+        ]
+        if upstream:
+            inputs["wait_for"] = upstream
+        if target.parent_task_run is not None:
+            inputs["__parents__"] = [TaskRunResult(id=target.parent_task_run.id)]
+        return TaskRun(
+            id=task_run_id,
+            name=node.task_run_name,
+            flow_run_id=target.flow_run.id,
+            task_key=f"dbt-{node.unique_id}"[:2000],
+            dynamic_key=str(task_run_id),
+            empirical_policy=TaskRunPolicy(),
+            tags=list(getattr(target.flow_run, "tags", None) or []),
+            task_inputs=inputs,
+            flow_run_run_count=getattr(target.flow_run, "run_count", 0) or 0,
+            expected_start_time=pending.timestamp,
+            state_id=pending.id,
+            state_type=pending.type,
+            state_name=pending.name,
+            state=pending,
+            created=pending.timestamp,
+            updated=pending.timestamp,
+        )
+
+    def _open_or_finished_id(self, unique_id: str) -> Optional[uuid.UUID]:
+        run = self._open.get(unique_id)
+        if run is not None:
+            return run.task_run.id
+        done = self.finished.get(unique_id)
+        return done.task_run_id if done is not None else None
+
+    def _set_state(self, run: _NodeRun, state: State) -> None:
+        task_run = run.task_run
+        last = task_run.state
+        if last is not None and state.timestamp <= last.timestamp:
+            # The server orders a run's states by timestamp; keep them strictly increasing.
+            state.timestamp = last.timestamp + dt.timedelta(microseconds=1)
+        state.state_details.task_run_id = task_run.id
+        state.state_details.flow_run_id = task_run.flow_run_id
+        task_run.state = state
+        task_run.state_id = state.id
+        task_run.state_type = state.type
+        task_run.state_name = state.name
+        if last is not None and last.is_running():
+            task_run.total_run_time += state.timestamp - last.timestamp
+        if state.is_running():
+            task_run.run_count += 1
+            task_run.start_time = state.timestamp
+        if state.is_final():
+            task_run.end_time = state.timestamp
+        run.last_event = emit_task_run_state_change_event(
+            task_run=task_run, initial_state=last, validated_state=state, follows=run.last_event
+        )
+
+    def reconcile(self, dbt_statuses: dict[str, tuple[str, str]], dbt_raised: bool) -> None:
+        """After dbt returns: every task run terminal, and in the state of dbt's final result.
+
+        A node dbt started but never finished (skipped after NodeStart, interrupted run)
+        is closed here; a node whose final result differs from what its events said (a
+        callback that failed it after NodeFinished) is corrected.
+        """
+        now = time.time()
+        for unique_id, run in list(self._open.items()):
+            reported = dbt_statuses.get(unique_id)
+            if reported is not None:
+                status, message = reported
+                state = state_for_status(status, self._scrub(message), now)
+            elif dbt_raised:
+                state = Crashed(message="dbt stopped before this node finished", timestamp=_utc(now))
+            else:
+                state = state_for_status("skipped", "dbt started this node but never finished it", now)
+            self._set_state(run, state)
+            del self._open[unique_id]
+        for unique_id, (status, message) in dbt_statuses.items():
+            done = self.finished.get(unique_id)
+            run = self._runs.get(unique_id)
+            if done is None or run is None or done.status == status:
+                continue
+            done.status = status
+            done.message = self._scrub(message)
+            self._set_state(run, state_for_status(status, done.message, now))
+
+    # -- logs ------------------------------------------------------------------------
+    def _run_level_logger(self) -> tuple[logging.Logger, dict[str, Any]]:
+        target = self.target
+        if target is None:
+            return logging.getLogger("prefect.dbt"), {}
+        flow_run = target.flow_run
+        extra = {
+            "flow_run_id": str(flow_run.id),
+            "flow_run_name": flow_run.name,
+            "flow_name": target.flow_name,
+        }
+        if target.parent_task_run is not None:
+            extra["task_run_id"] = str(target.parent_task_run.id)
+            extra["task_run_name"] = target.parent_task_run.name
+            extra["task_name"] = target.parent_task_run.name
+            return logging.getLogger("prefect.task_runs"), extra
+        return logging.getLogger("prefect.flow_runs"), extra
+
+    def _task_log_extra(self, task_run: TaskRun, node: DbtNode) -> dict[str, Any]:
+        return {
+            **self._run_extra,
+            "task_run_id": str(task_run.id),
+            "task_run_name": task_run.name,
+            "task_name": node.task_run_name,
+        }
+
+    def _log(self, msg: Any) -> None:
+        unique_id = event_unique_id(msg)
+        run = self._open.get(unique_id) if unique_id else None
+        if run is not None:
+            logger, extra = self._task_logger, run.log_extra
+        else:
+            logger, extra = self._run_logger, self._run_extra
+        level = event_level(msg)
+        if not logger.isEnabledFor(level):
+            return
+        text = self._scrub(event_text(msg))
+        record = logger.makeRecord(logger.name, level, "dbt", 0, text, None, None, extra=extra)
+        # Keep the moment dbt emitted the line, not the moment it was forwarded.
+        created = event_timestamp(msg)
+        record.created = created
+        record.msecs = (created - int(created)) * 1000
+        logger.handle(record)
+
+    # -- readback --------------------------------------------------------------------
+    def wait_until_recorded(self, timeout: float) -> list[uuid.UUID]:
+        """Wait until the server shows every task run in a terminal state; return any it does not."""
+        if not self.task_run_ids:
+            return []
+        deadline = time.monotonic() + timeout
+        flush_events_and_logs(timeout)
+        pending = set(self.task_run_ids)
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+
+        delay = 0.05
+        with get_client(sync_client=True) as client:
+            while pending:
+                for batch in _batches(sorted(pending), 200):
+                    runs = client.read_task_runs(
+                        task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)),
+                        limit=len(batch),
+                    )
+                    for task_run in runs:
+                        if task_run.state_type is not None and task_run.state is not None and task_run.state.is_final():
+                            pending.discard(task_run.id)
+                if not pending or time.monotonic() >= deadline:
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        return sorted(pending)
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

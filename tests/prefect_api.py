@@ -1,0 +1,87 @@
+"""Read what a run left on the Prefect server, through the real client."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, TypeVar
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterId,
+)
+from prefect.client.schemas.sorting import LogSort
+
+T = TypeVar("T")
+
+
+def task_runs(flow_run_id: UUID) -> list[Any]:
+    runs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                offset=len(runs),
+                limit=200,
+            )
+            runs.extend(page)
+            if len(page) < 200:
+                return runs
+
+
+def task_runs_by_id(ids: list[UUID]) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_task_runs(task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)))
+
+
+def flow_run(flow_run_id: UUID) -> Any:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id)
+
+
+def logs(flow_run_id: UUID) -> list[Any]:
+    found: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            page = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                offset=len(found),
+                limit=200,
+                sort=LogSort.TIMESTAMP_ASC,
+            )
+            found.extend(page)
+            if len(page) < 200:
+                return found
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], timeout: float = 30.0) -> T:
+    """Fetch until done(result) holds, for at most `timeout` seconds; return the last result."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        result = fetch()
+        if done(result) or time.monotonic() >= deadline:
+            return result
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+
+
+def by_name(runs: list[Any]) -> dict[str, Any]:
+    named: dict[str, Any] = {}
+    for run in runs:
+        assert run.name not in named, f"two task runs named {run.name!r}"
+        named[run.name] = run
+    return named
+
+
+def state_of(run: Any) -> tuple[str, str]:
+    return (run.state_type.value, run.state_name)
+
+
+def message_of(run: Any) -> Optional[str]:
+    return run.state.message if run.state is not None else None
