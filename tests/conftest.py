@@ -120,3 +120,14 @@ def make_shop_copy(destination: Path) -> Path:
 @pytest.fixture()
 def shop_project(tmp_path: Path) -> Path:
     return make_shop_copy(tmp_path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Release dbt's adapters (and the DuckDB handles they hold) before interpreter
+    # shutdown, where DuckDB's bindings would otherwise report them as leaked.
+    import gc
+
+    from dbt.adapters.factory import reset_adapters
+
+    reset_adapters()
+    gc.collect()

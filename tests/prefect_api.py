@@ -85,3 +85,35 @@ def state_of(run: Any) -> tuple[str, str]:
 
 def message_of(run: Any) -> Optional[str]:
     return run.state.message if run.state is not None else None
+
+
+def asset_events(flow_run_id: UUID) -> list[Any]:
+    """Every prefect.asset.* event related to a flow run, oldest first."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+
+    event_filter = EventFilter(
+        event=EventNameFilter(prefix=["prefect.asset."]),
+        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
+    )
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=event_filter, limit=50)
+        found = list(page.events)
+        while page.next_page:
+            page = client.read_events_page(page.next_page)
+            found.extend(page.events)
+    return sorted(found, key=lambda event: event.occurred)
+
+
+def materializations(events: list[Any], outcome: str = "succeeded") -> dict[str, Any]:
+    """Materialization events by asset key; fails if an asset was materialized twice."""
+    found: dict[str, Any] = {}
+    for event in events:
+        if event.event == f"prefect.asset.materialization.{outcome}":
+            key = event.resource.id
+            assert key not in found, f"{key} materialized twice"
+            found[key] = event
+    return found
+
+
+def related_assets(event: Any) -> set[str]:
+    return {r.id for r in event.related if r.role == "asset"}

@@ -81,17 +81,14 @@ def _node_from_manifest_entry(entry: Any) -> DbtNode:
     config = getattr(entry, "config", None)
     config_meta = getattr(config, "meta", None) or {}
     own_meta = getattr(entry, "meta", None) or {}
-    if resource_type == "source":
-        source_meta = getattr(entry, "source_meta", None) or {}
-        meta = {**source_meta, **config_meta, **own_meta}
-        prefect_config = merge_prefect_config(
-            _meta_prefect(source_meta), _meta_prefect(config_meta), _meta_prefect(own_meta)
-        )
-        alias = getattr(entry, "identifier", None)
-    else:
-        meta = {**own_meta, **config_meta}
-        prefect_config = merge_prefect_config(_meta_prefect(own_meta), _meta_prefect(config_meta))
-        alias = getattr(entry, "alias", None)
+    # Layers, least specific first, as in the dbt macro dbt_prefect.prefect_config:
+    # source-level meta (sources only), the node's meta, then config.meta.
+    source_meta = (getattr(entry, "source_meta", None) or {}) if resource_type == "source" else {}
+    meta = {**source_meta, **own_meta, **config_meta}
+    prefect_config = merge_prefect_config(
+        _meta_prefect(source_meta), _meta_prefect(own_meta), _meta_prefect(config_meta)
+    )
+    alias = getattr(entry, "identifier", None) if resource_type == "source" else getattr(entry, "alias", None)
     depends_on = getattr(entry, "depends_on", None)
     attached = getattr(entry, "attached_node", None)
     if resource_type == "unit_test" and depends_on is not None and depends_on.nodes:
