@@ -396,3 +396,43 @@ def test_a_stale_source_freshness_failure_is_summarised_not_crashed(shop_project
     message = str(raised.value)
     assert message.startswith("Failures detected during invocation of dbt command 'source freshness':\n")
     assert re.search(r'Source payments_app\.payments errored with message: "source is stale: last loaded \d+ seconds ago"', message), message
+
+
+def test_invoked_inside_a_task_the_node_task_runs_are_its_children(shop_project: Path) -> None:
+    from prefect import task
+    from prefect.context import TaskRunContext
+
+    seen: dict[str, Any] = {}
+
+    @task(name="dbt seeds", task_run_name="dbt seeds")
+    def seed_task() -> None:
+        seen["parent_id"] = TaskRunContext.get().task_run.id
+        runner_for(shop_project).invoke(["seed"])
+
+    @flow
+    def with_task() -> None:
+        seen["flow_run_id"] = FlowRunContext.get().flow_run.id
+        seed_task()
+
+    with_task()
+    runs = by_name(task_runs(seen["flow_run_id"]))
+    assert sorted(runs) == ["dbt seeds", "seed raw_customers", "seed raw_orders", "seed raw_products"]
+    for name in ("seed raw_customers", "seed raw_orders", "seed raw_products"):
+        assert [i.id for i in runs[name].task_inputs["__parents__"]] == [seen["parent_id"]]
+        assert state_of(runs[name]) == ("COMPLETED", "Completed")
+    parent_lines = [r.message for r in logs(seen["flow_run_id"]) if r.task_run_id == seen["parent_id"]]
+    assert any(m.startswith("Found 10 models") for m in parent_lines)
+
+
+def test_a_failing_run_operation_is_summarised_with_dbts_error(shop_project: Path) -> None:
+    (shop_project / "macros" / "broken_operation.sql").write_text(
+        "{% macro broken_operation() %}{% do run_query('select * from no_such_table') %}{% endmacro %}\n"
+    )
+    with pytest.raises(PrefectDbtRunnerFailure) as raised:
+        runner_for(shop_project).invoke(["run-operation", "broken_operation"])
+    message = str(raised.value)
+    assert message.startswith(
+        "Failures detected during invocation of dbt command 'run-operation':\n"
+        'Operation broken_operation errored with message: "'
+    )
+    assert "no_such_table" in message

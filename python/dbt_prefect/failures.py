@@ -31,13 +31,31 @@ def _display_type(resource_type: str) -> str:
     return words[:1].upper() + words[1:]
 
 
-def failure_lines(results: Iterable[Any]) -> list[str]:
+class OperationErrors:
+    """A dbt callback keeping the errors of `run-operation`, whose result names no node."""
+
+    __slots__ = ("messages",)
+    _PREFIX = "Encountered an error while running operation: "
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, msg: Any) -> None:
+        if msg.info.name in ("RunningOperationCaughtError", "RunningOperationUncaughtError"):
+            self.messages.append(msg.info.msg.removeprefix(self._PREFIX).strip())
+
+
+def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] = None, operation_name: str = "") -> list[str]:
     lines = []
     for entry in results:
         verb = _FAILED.get(_status(entry))
         if verb is None:
             continue
         node = getattr(entry, "node", None)
+        if node is None and operation is not None:
+            message = (getattr(entry, "message", None) or "").strip() or "; ".join(operation.messages)
+            lines.append(f'Operation {operation_name} {verb} with message: "{message}"')
+            continue
         resource_type = str(getattr(getattr(node, "resource_type", ""), "value", getattr(node, "resource_type", "node")))
         name = getattr(node, "name", None) or getattr(node, "unique_id", "unknown node")
         if resource_type == "source" and getattr(node, "source_name", None):
@@ -51,9 +69,11 @@ def failure_lines(results: Iterable[Any]) -> list[str]:
     return lines
 
 
-def summarise_failures(command: str, result: Any) -> Optional[PrefectDbtRunnerFailure]:
+def summarise_failures(
+    command: str, result: Any, operation: Optional[OperationErrors] = None, operation_name: str = ""
+) -> Optional[PrefectDbtRunnerFailure]:
     """The exception to raise for a result with failed nodes, or None when none failed."""
-    lines = failure_lines(node_results(result))
+    lines = failure_lines(node_results(result), operation, operation_name)
     if not lines:
         return None
     message = f"Failures detected during invocation of dbt command '{command}':\n" + "\n".join(lines)

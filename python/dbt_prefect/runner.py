@@ -50,6 +50,7 @@ class PrefectDbtRunner:
         client: Any = None,
         include_compiled_code: bool = False,
         disable_assets: bool = False,
+        create_summary_artifact: bool = True,
     ) -> None:
         self.manifest = manifest
         self.settings = settings if settings is not None else PrefectDbtSettings()
@@ -57,6 +58,8 @@ class PrefectDbtRunner:
         self.client = client
         self.include_compiled_code = include_compiled_code
         self.disable_assets = disable_assets
+        # Publish the run report artifacts (report.py) at the end of every invoke in a flow.
+        self.create_summary_artifact = create_summary_artifact
         # How long invoke() waits for the server to show every task run it recorded.
         self.record_timeout_seconds = 60.0
 
@@ -126,6 +129,11 @@ class PrefectDbtRunner:
             dbt_args += ["--target-path", str(target_path)]
         dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
         user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
+        if invocation.command == "run-operation":
+            from dbt_prefect.failures import OperationErrors
+
+            self._operation_errors = OperationErrors()
+            user_callbacks.append(self._operation_errors)
         # dbt's own console output would repeat every line Prefect's loggers print.
         dbt_kwargs["log_level"] = "none"
         if "log_level_file" not in kwargs and not any(a.startswith("--log-level-file") for a in dbt_args):
@@ -160,6 +168,22 @@ class PrefectDbtRunner:
                         self.record_timeout_seconds,
                     )
         self.last_recorder = recorder
+        # -- run report artifact (report.py); never raises ----------------------------
+        self.last_report = None
+        if target is not None and self.create_summary_artifact:
+            from dbt_prefect.report import publish_run_report
+
+            self.last_report = publish_run_report(
+                recorder,
+                command=invocation.command,
+                args=invocation.args,
+                project_dir=project_dir,
+                with_asset_keys=not self.disable_assets,
+                scrub=scrub,
+                client=_sync_client_or_none(self.client),
+                dbt_result=result,
+            )
+        # -- end run report -------------------------------------------------------------
         return result
 
     def _outcome(self, invocation: DbtInvocation, result: Any, project_dir: Path, profiles_dir: Path) -> Any:
@@ -173,13 +197,21 @@ class PrefectDbtRunner:
         if not getattr(result, "success", False) and self.raise_on_failure:
             from dbt_prefect.failures import summarise_failures
 
-            failure = summarise_failures(invocation.command, result)
+            operation = getattr(self, "_operation_errors", None) if invocation.command == "run-operation" else None
+            failure = summarise_failures(invocation.command, result, operation, _operation_name(invocation))
             if failure is not None:
                 raise failure
             raise DbtCommandFailed(
                 f"dbt command '{invocation.command}' did not succeed; dbt's log above says why"
             )
         return result
+
+
+def _operation_name(invocation: DbtInvocation) -> str:
+    args = list(invocation.args)
+    if "run-operation" in args and args.index("run-operation") + 1 < len(args):
+        return args[args.index("run-operation") + 1]
+    return ""
 
 
 def _sync_client_or_none(client: Any) -> Any:

@@ -1,0 +1,393 @@
+"""The run report: what one dbt invocation did, as Prefect artifacts and as a terminal summary.
+
+Every ``invoke`` inside a flow or task publishes two artifacts, under keys that stay the
+same from run to run so that Prefect keeps their history side by side:
+
+- ``dbt-<project>-<command>`` (markdown): counts by status, failures and warnings with
+  their messages, the 10 slowest nodes, and a table of every node with its resource
+  type, status, duration, rows affected and asset key;
+- ``dbt-<project>-<command>-nodes`` (table): one row per node, for sorting and comparing.
+
+``<project>`` and ``<command>`` are slugified: lowercase, every run of other characters a
+dash. ``dbt build`` of project ``shop`` gives ``dbt-shop-build``; ``dbt source
+freshness`` of ``jaffle_shop`` gives ``dbt-jaffle-shop-source-freshness``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+_logger = logging.getLogger("dbt_prefect")
+
+# Commands that run no dbt node: they get no report.
+NO_REPORT_COMMANDS = frozenset(
+    {"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"}
+)
+
+# dbt's statuses (RunStatus, TestStatus, FreshnessStatus) in the four groups dbt's own
+# summary line counts: PASS, WARN, ERROR, SKIP. A status dbt adds later counts as PASS.
+PASS, WARN, ERROR, SKIP = "pass", "warn", "error", "skip"
+CATEGORIES = (PASS, WARN, ERROR, SKIP)
+_CATEGORY = {
+    "success": PASS,
+    "pass": PASS,
+    "no-op": PASS,
+    "warn": WARN,
+    "error": ERROR,
+    "fail": ERROR,
+    "runtime error": ERROR,
+    "partial success": ERROR,
+    "skipped": SKIP,
+}
+# How each status reads in one word, as dbt prints it.
+STATUS_LABELS = {
+    "success": "OK",
+    "pass": "PASS",
+    "no-op": "NO-OP",
+    "warn": "WARN",
+    "error": "ERROR",
+    "fail": "FAIL",
+    "runtime error": "ERROR",
+    "partial success": "PARTIAL",
+    "skipped": "SKIP",
+}
+SLOWEST = 10
+# The markdown lists at most this many nodes; the table artifact always has all of them.
+MAX_MARKDOWN_NODES = 500
+_MAX_CELL = 300
+
+
+def status_category(status: str) -> str:
+    return _CATEGORY.get(status, PASS)
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status.upper() or "?")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def artifact_key(project: str, command: str) -> str:
+    """``dbt-<project>-<command>``, a valid Prefect artifact key (lowercase letters, digits, dashes)."""
+    return "-".join(part for part in ("dbt", slug(project), slug(command)) if part)
+
+
+def project_name(project_dir: Path, manifest: Any = None) -> str:
+    """The dbt project's name: from the parsed manifest, else from dbt_project.yml, else the directory."""
+    name = getattr(getattr(manifest, "metadata", None), "project_name", None)
+    if name:
+        return str(name)
+    try:
+        import yaml
+
+        with open(Path(project_dir) / "dbt_project.yml", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        if isinstance(data, dict) and data.get("name"):
+            return str(data["name"])
+    except Exception:
+        pass
+    return Path(project_dir).resolve().name or "project"
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    unique_id: str
+    name: str
+    resource_type: str
+    status: str
+    message: str = ""
+    duration: Optional[float] = None  # seconds; None for nodes dbt skipped
+    rows_affected: Optional[int] = None
+    asset_key: Optional[str] = None
+    path: Optional[str] = None
+    task_run_id: Any = None
+
+    @property
+    def category(self) -> str:
+        return status_category(self.status)
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.resource_type} {self.name}"
+
+
+@dataclass
+class RunReport:
+    project: str
+    command: str
+    args: tuple[str, ...] = ()
+    nodes: list[NodeReport] = field(default_factory=list)
+    error: str = ""  # what dbt raised, when it stopped with an error rather than node failures
+
+    @property
+    def key(self) -> str:
+        return artifact_key(self.project, self.command)
+
+    @property
+    def table_key(self) -> str:
+        return f"{self.key}-nodes"
+
+    @property
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(CATEGORIES, 0)
+        for node in self.nodes:
+            counts[node.category] += 1
+        return counts
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes:
+            counts[node.status] = counts.get(node.status, 0) + 1
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    @property
+    def failures(self) -> list[NodeReport]:
+        return [node for node in self.nodes if node.category == ERROR]
+
+    @property
+    def warnings(self) -> list[NodeReport]:
+        return [node for node in self.nodes if node.category == WARN]
+
+    def slowest(self, n: int = SLOWEST) -> list[NodeReport]:
+        timed = [node for node in self.nodes if node.duration is not None]
+        return sorted(timed, key=lambda node: (-node.duration, node.display_name))[:n]
+
+    @property
+    def stats_line(self) -> str:
+        """dbt's closing line: ``PASS=35 WARN=0 ERROR=1 SKIP=0 TOTAL=36``."""
+        counts = self.counts
+        return " ".join(f"{c.upper()}={counts[c]}" for c in CATEGORIES) + f" TOTAL={len(self.nodes)}"
+
+    @property
+    def command_line(self) -> str:
+        return shlex.join(["dbt", *self.args]) if self.args else f"dbt {self.command}"
+
+
+# -- building ------------------------------------------------------------------------
+_TYPE_ORDER = {"seed": 0, "source": 1, "snapshot": 2, "model": 3, "test": 4, "unit_test": 5}
+
+
+def _rows_affected(run_result: Any) -> Optional[int]:
+    response = getattr(run_result, "adapter_response", None)
+    if not response:
+        return None
+    try:
+        from google.protobuf.json_format import MessageToDict
+
+        rows = MessageToDict(response).get("rows_affected")
+    except Exception:
+        return None
+    if rows is None:
+        return None
+    try:
+        rows = int(rows)
+    except (TypeError, ValueError):
+        return None
+    return rows if rows >= 0 else None
+
+
+def build_report(
+    finished: Mapping[str, Any],
+    *,
+    project: str,
+    command: str,
+    args: Sequence[str] = (),
+    adapter_type: Optional[str] = None,
+    with_asset_keys: bool = True,
+    scrub: Callable[[str], str] = lambda text: text,
+    error: Optional[BaseException] = None,
+) -> RunReport:
+    """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode)."""
+    from dbt_prefect.assets import asset_key
+
+    nodes = []
+    for done in finished.values():
+        node = done.node
+        key = None
+        if with_asset_keys and node.assets_enabled and node.relation_name:
+            key = asset_key(adapter_type or "dbt", node.relation_name)
+        run_result = done.run_result
+        duration = getattr(run_result, "execution_time", None)
+        nodes.append(
+            NodeReport(
+                unique_id=node.unique_id,
+                name=node.name,
+                resource_type=node.resource_type,
+                status=done.status,
+                message=(done.message or "").strip(),
+                duration=None if done.status == "skipped" or duration is None else float(duration),
+                rows_affected=_rows_affected(run_result),
+                asset_key=key,
+                path=node.original_file_path,
+                task_run_id=done.task_run_id,
+            )
+        )
+    nodes.sort(key=lambda n: (_TYPE_ORDER.get(n.resource_type, 9), n.resource_type, n.name, n.unique_id))
+    error_text = ""
+    if error is not None:
+        error_text = scrub(f"{type(error).__name__}: {str(error).strip()}")
+    return RunReport(
+        project=project, command=command, args=tuple(scrub(a) for a in args), nodes=nodes, error=error_text
+    )
+
+
+# -- rendering -----------------------------------------------------------------------
+def _cell(text: Any) -> str:
+    value = "" if text is None else str(text)
+    value = " ".join(value.split())
+    if len(value) > _MAX_CELL:
+        value = value[: _MAX_CELL - 1] + "…"
+    return value.replace("|", "\\|")
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _fenced(text: str) -> str:
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def render_markdown(report: RunReport) -> str:
+    lines = [f"# dbt {report.command} · {report.project}", "", f"`{report.command_line}`", ""]
+    lines += [f"**{report.stats_line}**", ""]
+    if report.error:
+        lines += ["## dbt error", "", _fenced(report.error), ""]
+    if report.nodes:
+        lines += ["| Status | Nodes |", "| :-- | --: |"]
+        lines += [f"| {_cell(status)} | {count} |" for status, count in report.status_counts.items()]
+        lines.append("")
+    else:
+        lines += ["dbt ran no nodes.", ""]
+    for title, listed in (("Failures", report.failures), ("Warnings", report.warnings)):
+        if not listed:
+            continue
+        lines += [f"## {title} ({len(listed)})", ""]
+        for node in listed:
+            where = f" · `{node.path}`" if node.path else ""
+            lines += [f"**{node.display_name}** · {node.status}{where}", ""]
+            lines += [_fenced(node.message or f"dbt status: {node.status}"), ""]
+    slowest = report.slowest()
+    if slowest:
+        lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
+        lines += [f"| {_cell(n.display_name)} | {n.status} | {_seconds(n.duration)} |" for n in slowest]
+        lines.append("")
+    if report.nodes:
+        lines += [
+            f"## Nodes ({len(report.nodes)})",
+            "",
+            "| Node | Type | Status | Duration (s) | Rows affected | Asset key |",
+            "| :-- | :-- | :-- | --: | --: | :-- |",
+        ]
+        for n in report.nodes[:MAX_MARKDOWN_NODES]:
+            rows = "" if n.rows_affected is None else str(n.rows_affected)
+            asset = f"`{_cell(n.asset_key)}`" if n.asset_key else ""
+            lines.append(f"| {_cell(n.name)} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} | {asset} |")
+        hidden = len(report.nodes) - MAX_MARKDOWN_NODES
+        if hidden > 0:
+            lines += ["", f"… and {hidden} more nodes: see the table artifact `{report.table_key}`."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def table_rows(report: RunReport) -> list[dict[str, Any]]:
+    return [
+        {
+            "node": n.name,
+            "resource_type": n.resource_type,
+            "status": n.status,
+            "duration_s": None if n.duration is None else round(n.duration, 3),
+            "rows_affected": n.rows_affected,
+            "asset_key": n.asset_key,
+            "message": n.message,
+            "unique_id": n.unique_id,
+        }
+        for n in report.nodes
+    ]
+
+
+def description(report: RunReport) -> str:
+    outcome = f"{report.stats_line}, then dbt stopped with an error" if report.error else report.stats_line
+    return f"`{report.command_line}` in project {report.project}: {outcome}"
+
+
+# -- publishing ----------------------------------------------------------------------
+def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client: Any = None) -> list[Any]:
+    """Create the markdown and table artifacts on the flow (and task) run; return their ids."""
+    import json
+
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    artifacts = [
+        ArtifactCreate(
+            key=report.key,
+            type="markdown",
+            description=description(report),
+            data=render_markdown(report),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        ),
+        ArtifactCreate(
+            key=report.table_key,
+            type="table",
+            description=f"Every node of {description(report)}",
+            data=json.dumps(table_rows(report)),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        ),
+    ]
+    if client is not None:
+        return [client.create_artifact(artifact=a).id for a in artifacts]
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as sync_client:
+        return [sync_client.create_artifact(artifact=a).id for a in artifacts]
+
+
+def publish_run_report(
+    recorder: Any,
+    *,
+    command: str,
+    args: Iterable[str],
+    project_dir: Path,
+    with_asset_keys: bool,
+    scrub: Callable[[str], str] = lambda text: text,
+    client: Any = None,
+    dbt_result: Any = None,
+) -> Optional[RunReport]:
+    """The runner's single entry point: build the report of one invocation and publish it.
+
+    Never raises: a report that cannot be written is logged, and dbt's result stands.
+    """
+    target = recorder.target
+    if target is None or command in NO_REPORT_COMMANDS:
+        return None
+    try:
+        catalog = recorder.catalog
+        report = build_report(
+            recorder.finished,
+            project=project_name(project_dir, catalog.manifest),
+            command=command,
+            args=list(args),
+            adapter_type=catalog.adapter_type,
+            with_asset_keys=with_asset_keys,
+            scrub=scrub,
+            error=getattr(dbt_result, "exception", None),
+        )
+        parent = target.parent_task_run
+        publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
+        return report
+    except Exception as exc:
+        _logger.warning("dbt-prefect could not create the run report artifact: %s", exc)
+        return None
