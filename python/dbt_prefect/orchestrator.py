@@ -1,0 +1,649 @@
+"""PrefectDbtOrchestrator: each dbt node a real Prefect task, on the flow's task runner.
+
+Planning happens once, in the flow: dbt parses the project and resolves select/exclude
+itself (``dbt ls`` on the parsed manifest), and the plan is the DAG of the selected
+seeds, models and snapshots (ephemeral models folded away) with the tests placed by
+``test_strategy``. Every node is then submitted to the flow's task runner with
+``wait_for`` on its upstream nodes, so a node starts as soon as its parents finish.
+
+On the worker (see _worker.py) a node costs its SQL and dbt's per-invocation set-up, not
+a parse. Task-run names, states, logs, assets and the failure summary come from the same
+code as the runner's (nodes.py, tracking.py, assets.py, failures.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
+
+from dbt_prefect._worker import NodeOptions, NodeOutcome, ProjectSpec, SecretEnv, pack_project, run_node
+from dbt_prefect.errors import DbtPrefectError
+from dbt_prefect.settings import PrefectDbtSettings
+
+_logger = logging.getLogger("dbt_prefect")
+
+TEST_STRATEGIES = ("immediate", "deferred", "skip")
+_EXECUTABLE = frozenset({"model", "seed", "snapshot"})
+_TESTS = frozenset({"test", "unit_test"})
+
+
+class OrchestratorUsageError(DbtPrefectError):
+    """The orchestrator was called in a way it cannot work."""
+
+
+# --------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    unique_id: str
+    task_run_name: str
+    resource_type: str
+    # Nodes whose results decide whether this one runs or is skipped.
+    parents: tuple[str, ...] = ()
+    # Nodes it waits for: the parents, plus (immediate) the tests that gate them, or
+    # (deferred tests) every model, seed and snapshot.
+    waits_for: tuple[str, ...] = ()
+
+
+@dataclass
+class BuildPlan:
+    nodes: list[PlannedNode]  # in an order where every node comes after what it waits for
+    has_hooks: bool = False
+
+    def by_id(self) -> dict[str, PlannedNode]:
+        return {n.unique_id: n for n in self.nodes}
+
+
+def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> BuildPlan:
+    """The DAG of one build, from the node records (ephemerals folded by catalog.parents)."""
+    if test_strategy not in TEST_STRATEGIES:
+        raise OrchestratorUsageError(
+            f"test_strategy must be one of {', '.join(TEST_STRATEGIES)}, not {test_strategy!r}"
+        )
+    selected = list(dict.fromkeys(selected))
+    nodes: dict[str, Any] = {}
+    tests: dict[str, Any] = {}
+    for unique_id in selected:
+        node = catalog.get(unique_id)
+        if node is None or node.is_ephemeral:
+            continue
+        if node.resource_type in _EXECUTABLE:
+            nodes[unique_id] = node
+        elif node.resource_type in _TESTS and test_strategy != "skip":
+            tests[unique_id] = node
+
+    def plan_parents(node: Any) -> tuple[str, ...]:
+        return tuple(p.unique_id for p in catalog.parents(node) if p.unique_id in nodes)
+
+    parents = {uid: plan_parents(node) for uid, node in nodes.items()}
+    test_parents: dict[str, tuple[str, ...]] = {}
+    for uid, node in tests.items():
+        if node.resource_type == "unit_test":
+            # dbt build runs a model's unit tests before the model, after its parents.
+            model = node.attached_node
+            test_parents[uid] = parents.get(model, ()) if model else ()
+        else:
+            test_parents[uid] = plan_parents(node)
+
+    waits: dict[str, set[str]] = {uid: set(p) for uid, p in parents.items()}
+    if test_strategy == "immediate":
+        ancestors = _ancestors(parents)
+        for uid, node in tests.items():
+            if node.resource_type == "unit_test":
+                if node.attached_node in waits:
+                    waits[node.attached_node].add(uid)
+                continue
+            tested = set(test_parents[uid])
+            if not tested:
+                continue
+            # As dbt build: a test gates the first nodes downstream whose ancestors
+            # include everything it tests (for a one-model test: the model's children);
+            # nodes further down wait for it through them.
+            for child, child_parents in parents.items():
+                if child in tested or not tested <= ancestors[child]:
+                    continue
+                if not any(p not in tested and tested <= ancestors[p] | {p} for p in child_parents):
+                    waits[child].add(uid)
+        for uid in tests:
+            waits[uid] = set(test_parents[uid])
+    elif test_strategy == "deferred":
+        everything = set(nodes)
+        for uid in tests:
+            waits[uid] = set(everything)
+
+    planned = {
+        uid: PlannedNode(
+            unique_id=uid,
+            task_run_name=node.task_run_name,
+            resource_type=node.resource_type,
+            parents=parents[uid] if uid in nodes else test_parents[uid],
+            waits_for=tuple(sorted(waits[uid])),
+        )
+        for uid, node in {**nodes, **tests}.items()
+    }
+    # Unit tests gate their model and are planned with the model's parents as theirs.
+    for uid, node in tests.items():
+        if node.resource_type == "unit_test" and test_strategy == "immediate" and node.attached_node in planned:
+            model = planned[node.attached_node]
+            planned[node.attached_node] = PlannedNode(
+                unique_id=model.unique_id,
+                task_run_name=model.task_run_name,
+                resource_type=model.resource_type,
+                parents=tuple(dict.fromkeys((*model.parents, uid))),
+                waits_for=model.waits_for,
+            )
+    return BuildPlan(nodes=_topological(planned))
+
+
+def _ancestors(parents: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+
+    def visit(uid: str) -> set[str]:
+        known = found.get(uid)
+        if known is not None:
+            return known
+        result: set[str] = set()
+        stack = list(parents.get(uid, ()))
+        while stack:
+            p = stack.pop()
+            if p in result:
+                continue
+            result.add(p)
+            if p in found:
+                result |= found[p]
+            else:
+                stack.extend(parents.get(p, ()))
+        found[uid] = result
+        return result
+
+    for uid in parents:
+        visit(uid)
+    return found
+
+
+def _topological(planned: dict[str, PlannedNode]) -> list[PlannedNode]:
+    remaining = {uid: set(n.waits_for) & planned.keys() for uid, n in planned.items()}
+    order: list[PlannedNode] = []
+    ready = sorted(uid for uid, deps in remaining.items() if not deps)
+    dependents: dict[str, list[str]] = {}
+    for uid, deps in remaining.items():
+        for dep in deps:
+            dependents.setdefault(dep, []).append(uid)
+    while ready:
+        uid = ready.pop(0)
+        order.append(planned[uid])
+        for child in sorted(dependents.get(uid, ())):
+            deps = remaining[child]
+            deps.discard(uid)
+            if not deps:
+                ready.append(child)
+    if len(order) != len(planned):
+        cycle = sorted(set(planned) - {n.unique_id for n in order})
+        raise OrchestratorUsageError(f"the dbt graph has a cycle through {cycle[:5]}")
+    return order
+
+
+# --------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class NodeResult:
+    """One node's result, shaped like dbt's RunResult where the failure summary reads it."""
+
+    node: Any  # the DbtNode record
+    status: str
+    message: str
+    task_run_id: Optional[uuid.UUID]
+    execution_time: float = 0.0
+    worker: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+    ran_from: float = 0.0
+    ran_to: float = 0.0
+    cold_start_seconds: Optional[float] = None
+
+    @property
+    def unique_id(self) -> str:
+        return self.node.unique_id
+
+
+@dataclass
+class BuildResult:
+    """What run_build returns: ``success`` and ``results``, like a dbtRunnerResult's."""
+
+    success: bool
+    results: list[NodeResult] = field(default_factory=list)
+    exception: Optional[BaseException] = None
+
+    @property
+    def result(self) -> "BuildResult":
+        # dbtRunnerResult.result.results: failures.summarise_failures reads it that way.
+        return self
+
+    def by_name(self) -> dict[str, NodeResult]:
+        return {r.node.task_run_name: r for r in self.results}
+
+
+class _AllowFailure(_prefect_allow_failure):
+    """Prefect's allow_failure, in a form that survives Dask's argument packing.
+
+    Prefect's annotations are tuple subclasses; dask (checked with dask/distributed
+    2026.8 and prefect-dask 0.3.7) rebuilds tuples it finds futures in as plain tuples,
+    so a plain allow_failure reaches the worker as ``(state,)`` and a failed parent
+    leaves its children NotReady. Dask rebuilds objects with the namedtuple API as their
+    own type, so this subclass carries that API. Elsewhere it is Prefect's allow_failure.
+    """
+
+    __slots__ = ()
+    _fields = ("value",)
+    _field_defaults: dict[str, Any] = {}
+
+    @classmethod
+    def _make(cls, iterable: Iterable[Any]) -> "_AllowFailure":
+        return cls(*iterable)
+
+    def _asdict(self) -> dict[str, Any]:
+        return {"value": self[0]}
+
+    def _replace(self, **changes: Any) -> "_AllowFailure":
+        return type(self)(changes.get("value", self[0]))
+
+    def __getnewargs__(self) -> tuple[Any]:
+        return (self[0],)
+
+
+# --------------------------------------------------------------------------------------
+# The node task
+# --------------------------------------------------------------------------------------
+
+
+@task(name="dbt node", persist_result=False, cache_policy=NO_CACHE)
+def dbt_node(
+    spec: ProjectSpec,
+    unique_id: str,
+    upstream: list[Any],
+    upstream_ids: list[str],
+    options: NodeOptions,
+) -> Any:
+    """One dbt node, run on whichever worker the task runner picks."""
+    return run_node(spec, unique_id, upstream, upstream_ids, options)
+
+
+# --------------------------------------------------------------------------------------
+# The orchestrator
+# --------------------------------------------------------------------------------------
+
+
+class PrefectDbtOrchestrator:
+    """Run ``dbt build`` node by node, each node a Prefect task on the flow's task runner.
+
+    Call ``run_build`` inside a flow. The flow's task runner decides where nodes run:
+    ThreadPoolTaskRunner (nodes take turns in the flow's process: dbt is not thread-safe),
+    or prefect-dask's DaskTaskRunner for parallel worker processes, local or remote.
+    """
+
+    def __init__(
+        self,
+        settings: Optional[PrefectDbtSettings] = None,
+        retries: int = 0,
+        retry_delay_seconds: Union[float, Sequence[float]] = 0,
+        concurrency: Union[int, str, None] = None,
+        test_strategy: str = "immediate",
+        raise_on_failure: bool = True,
+        include_compiled_code: bool = False,
+        disable_assets: bool = False,
+        ship_project: bool = False,
+        record_timeout_seconds: float = 60.0,
+    ) -> None:
+        if test_strategy not in TEST_STRATEGIES:
+            raise OrchestratorUsageError(
+                f"test_strategy must be one of {', '.join(TEST_STRATEGIES)}, not {test_strategy!r}"
+            )
+        if isinstance(concurrency, bool) or (isinstance(concurrency, int) and concurrency < 1):
+            raise OrchestratorUsageError(
+                f"concurrency must be a positive integer or the name of a Prefect global concurrency limit, not {concurrency!r}"
+            )
+        self.settings = settings if settings is not None else PrefectDbtSettings()
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
+        self.concurrency = concurrency
+        self.test_strategy = test_strategy
+        self.raise_on_failure = raise_on_failure
+        self.include_compiled_code = include_compiled_code
+        self.disable_assets = disable_assets
+        # Ship the project files with every node task instead of reading a shared path.
+        self.ship_project = ship_project
+        self.record_timeout_seconds = record_timeout_seconds
+        self.last_plan: Optional[BuildPlan] = None
+
+    # -- public ----------------------------------------------------------------------
+    def run_build(
+        self,
+        select: Union[str, Sequence[str], None] = None,
+        exclude: Union[str, Sequence[str], None] = None,
+        full_refresh: bool = False,
+        target: Optional[str] = None,
+        vars: Optional[dict[str, Any]] = None,
+    ) -> BuildResult:
+        """Plan the build, run every node as a task, wait for all of them; return the results."""
+        from prefect.context import FlowRunContext
+
+        flow_ctx = FlowRunContext.get()
+        if flow_ctx is None or flow_ctx.flow_run is None:
+            raise OrchestratorUsageError(
+                "PrefectDbtOrchestrator.run_build must be called inside a Prefect flow "
+                "(its nodes are tasks on the flow's task runner); use PrefectDbtRunner outside flows"
+            )
+        from dbt_prefect.runner import _check_project
+
+        project_dir = Path(self.settings.project_dir).expanduser().resolve()
+        _check_project(project_dir)
+        vars_text = json.dumps(vars, sort_keys=True) if vars else None
+        started = time.time()
+
+        self._check_concurrency_limit()
+        spec, plan, catalog = self._plan(project_dir, select, exclude, full_refresh, target, vars_text)
+        self.last_plan = plan
+        flow_logger = _flow_logger()
+        if plan.has_hooks:
+            flow_logger.warning(
+                "dbt-prefect's orchestrator does not run on-run-start/on-run-end hooks; "
+                "run them separately (e.g. PrefectDbtRunner().invoke(['run-operation', ...]))"
+            )
+        flow_logger.info(
+            "Orchestrating %d dbt nodes on %s (tests: %s)",
+            len(plan.nodes), type(flow_ctx.task_runner).__name__, self.test_strategy,
+        )
+        with self._concurrency_limit(flow_ctx.flow_run.id) as limit_name:
+            options = NodeOptions(
+                concurrency_limit=limit_name,
+                include_compiled_code=self.include_compiled_code,
+                disable_assets=self.disable_assets,
+            )
+            futures = self._submit(plan, spec, options)
+            from prefect.futures import wait
+
+            wait(list(futures.values()))
+        result = self._collect(plan, futures, catalog)
+        self._wait_until_recorded(flow_ctx.task_runner, futures, result)
+        counts: dict[str, int] = {}
+        for r in result.results:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        flow_logger.info(
+            "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
+            len(result.results), time.time() - started,
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
+        )
+        if not result.success and self.raise_on_failure:
+            from dbt_prefect.failures import summarise_failures
+
+            failure = summarise_failures("build", result)
+            if failure is not None:
+                raise failure
+        return result
+
+    # -- planning --------------------------------------------------------------------
+    def _plan(
+        self, project_dir: Path, select: Any, exclude: Any, full_refresh: bool, target: Optional[str], vars_text: Optional[str]
+    ) -> tuple[ProjectSpec, BuildPlan, Any]:
+        from dbt.cli.main import dbtRunner
+
+        from dbt_prefect.args import parse_invocation
+        from dbt_prefect.levels import to_dbt_level
+        from dbt_prefect.nodes import NodeCatalog
+        from dbt_prefect.profiles import PROFILES_FILE, resolved_profiles
+        from dbt_prefect.runner import _DBT_INVOCATION_LOCK, _translate_dbt_exception
+
+        profiles_dir = Path(self.settings.profiles_dir).expanduser()
+        common: list[str] = ["--project-dir", str(project_dir)]
+        if self.settings.target_path is not None:
+            common += ["--target-path", str(self.settings.target_path)]
+        if target:
+            common += ["--target", target]
+        if vars_text:
+            common += ["--vars", vars_text]
+        invocation = parse_invocation(["build"])
+        with _DBT_INVOCATION_LOCK:
+            with resolved_profiles(profiles_dir) as profiles:
+                rendered, secret_env = _stable_secret_names(
+                    (Path(profiles.profiles_dir) / PROFILES_FILE).read_text(encoding="utf-8"), profiles.secret_env
+                )
+                args = [*common, "--profiles-dir", str(profiles.profiles_dir)]
+                parsed = dbtRunner().invoke(["parse", *args], log_level="none")
+                if parsed.exception is not None or not parsed.success:
+                    raise _translate_dbt_exception(
+                        parsed.exception or RuntimeError("dbt parse did not succeed"), invocation, project_dir, profiles_dir
+                    ) from None
+                manifest = parsed.result
+                ls_args = ["ls", *args, "--output", "json", "--output-keys", "unique_id"]
+                for flag, value in (("--select", select), ("--exclude", exclude)):
+                    if value:
+                        ls_args += [flag, *([value] if isinstance(value, str) else list(value))]
+                listed = dbtRunner(manifest=manifest).invoke(ls_args, log_level="none")
+                if listed.exception is not None or not listed.success:
+                    raise _translate_dbt_exception(
+                        listed.exception or RuntimeError("dbt ls did not succeed"), invocation, project_dir, profiles_dir
+                    ) from None
+        selected = [json.loads(line)["unique_id"] for line in listed.result or []]
+        catalog = NodeCatalog(manifest)
+        plan = build_plan(catalog, selected, self.test_strategy)
+        plan.has_hooks = any(
+            str(getattr(n.resource_type, "value", n.resource_type)) == "operation" for n in manifest.nodes.values()
+        )
+        archive = pack_project(project_dir) if self.ship_project else None
+        key_parts = {
+            "project_dir": str(project_dir),
+            "fingerprint": _project_fingerprint(project_dir) if archive is None else hashlib.sha256(archive).hexdigest(),
+            "profiles": rendered,
+            "target": target,
+            "vars": vars_text,
+        }
+        spec = ProjectSpec(
+            key=hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest(),
+            project_dir=str(project_dir),
+            profiles_text=rendered,
+            secret_env=secret_env,
+            target=target,
+            vars_text=vars_text,
+            full_refresh=full_refresh,
+            log_level=to_dbt_level(self.settings.log_level),
+            archive=archive,
+        )
+        return spec, plan, catalog
+
+    # -- execution -------------------------------------------------------------------
+    def _submit(self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions) -> dict[str, Any]:
+        allow_failure = _AllowFailure
+        futures: dict[str, Any] = {}
+        for planned in plan.nodes:
+            node_task = dbt_node.with_options(
+                name=planned.task_run_name,
+                task_run_name=planned.task_run_name,
+                retries=self.retries,
+                retry_delay_seconds=self.retry_delay_seconds,
+            )
+            upstream_ids = list(planned.parents)
+            futures[planned.unique_id] = node_task.submit(
+                spec=spec,
+                unique_id=planned.unique_id,
+                # allow_failure: a child runs (and records Skipped) when a parent failed.
+                upstream=[allow_failure(futures[p]) for p in upstream_ids],
+                upstream_ids=upstream_ids,
+                options=options,
+                wait_for=[allow_failure(futures[w]) for w in planned.waits_for],
+            )
+        return futures
+
+    def _collect(self, plan: BuildPlan, futures: dict[str, Any], catalog: Any) -> BuildResult:
+        results: list[NodeResult] = []
+        for planned in plan.nodes:
+            future = futures[planned.unique_id]
+            state = future.state
+            outcome: Any = None
+            try:
+                outcome = state.result(raise_on_failure=False)
+            except Exception as exc:  # a worker that died, a result that cannot be read
+                outcome = exc
+            if not isinstance(outcome, NodeOutcome):
+                message = str(state.message or outcome or "the node task did not finish")
+                outcome = NodeOutcome(unique_id=planned.unique_id, status="error", message=message)
+            results.append(
+                NodeResult(
+                    node=catalog.get(planned.unique_id),
+                    status=outcome.status,
+                    message=outcome.message,
+                    task_run_id=future.task_run_id,
+                    execution_time=outcome.execution_time,
+                    worker=outcome.worker,
+                    started=outcome.started,
+                    finished=outcome.finished,
+                    ran_from=outcome.ran_from,
+                    ran_to=outcome.ran_to,
+                    cold_start_seconds=outcome.cold_start_seconds,
+                )
+            )
+            results[-1]._asset_event_ids = outcome.asset_event_ids  # type: ignore[attr-defined]
+        from dbt_prefect.tracking import FAILED_STATUSES
+
+        success = not any(r.status in FAILED_STATUSES for r in results)
+        return BuildResult(success=success, results=results)
+
+    def _wait_until_recorded(self, task_runner: Any, futures: dict[str, Any], result: BuildResult) -> None:
+        """Every task run terminal and every asset event stored on the server, as the runner promises."""
+        from dbt_prefect.assets import AssetEmitter
+        from dbt_prefect.nodes import NodeCatalog
+        from dbt_prefect.tracking import RunRecorder
+
+        client = _dask_client(task_runner)
+        if client is not None:
+            try:
+                from dbt_prefect._worker import flush_prefect
+
+                client.run(flush_prefect, self.record_timeout_seconds)
+            except Exception as exc:
+                _logger.debug("could not flush Prefect events on the Dask workers: %s", exc)
+        # The runner's readback (tracking.RunRecorder / assets.AssetEmitter), given the ids.
+        recorder = RunRecorder(target=None, catalog=NodeCatalog(), threshold=logging.INFO)
+        recorder.task_run_ids = [f.task_run_id for f in futures.values()]
+        missing = recorder.wait_until_recorded(self.record_timeout_seconds)
+        emitter = AssetEmitter(NodeCatalog())
+        emitter.event_ids = [e for r in result.results for e in getattr(r, "_asset_event_ids", ())]
+        emitter.wait_until_recorded(self.record_timeout_seconds)
+        if missing:
+            _logger.warning(
+                "%d of %d dbt task runs were not yet visible on the Prefect server after %.0f s",
+                len(missing), len(recorder.task_run_ids), self.record_timeout_seconds,
+            )
+
+    # -- concurrency -----------------------------------------------------------------
+    def _check_concurrency_limit(self) -> None:
+        """A named limit must exist before anything runs."""
+        if not isinstance(self.concurrency, str):
+            return
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            try:
+                client.read_global_concurrency_limit_by_name(self.concurrency)
+            except Exception as exc:
+                raise OrchestratorUsageError(
+                    f"no Prefect global concurrency limit named {self.concurrency!r} "
+                    f"(create it with `prefect gcl create {self.concurrency} --limit N`, or pass an integer)"
+                ) from exc
+
+    def _concurrency_limit(self, flow_run_id: Any) -> Any:
+        from contextlib import contextmanager
+
+        @contextmanager
+        def limit() -> Any:
+            if self.concurrency is None:
+                yield None
+                return
+            from prefect.client.orchestration import get_client
+
+            if isinstance(self.concurrency, str):
+                yield self.concurrency
+                return
+            from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+            name = f"dbt-prefect-orchestrator-{flow_run_id}-{uuid.uuid4().hex[:8]}"
+            with get_client(sync_client=True) as client:
+                client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=int(self.concurrency), active=True)
+                )
+            try:
+                yield name
+            finally:
+                with get_client(sync_client=True) as client:
+                    try:
+                        client.delete_global_concurrency_limit_by_name(name)
+                    except Exception as exc:
+                        _logger.warning("could not delete the concurrency limit %s: %s", name, exc)
+
+        return limit()
+
+
+def _stable_secret_names(rendered: str, secret_env: Any) -> tuple[str, SecretEnv]:
+    """Rename the secret env vars of a rendered profile to names that do not change per build.
+
+    profiles.resolved_profiles numbers them per process (DBT_ENV_SECRET_PREFECT_<N>);
+    the rendered text is part of the worker cache key, which must stay the same from one
+    build to the next. The names keep dbt's DBT_ENV_SECRET_ prefix, so dbt scrubs them.
+    """
+    renamed: dict[str, str] = {}
+    # Numbered in order of appearance; the quotes around each name keep _1 from matching _12.
+    for index, name in enumerate(sorted(secret_env, key=lambda n: rendered.find(f"'{n}'")), start=1):
+        stable = f"DBT_ENV_SECRET_PREFECT_ORCHESTRATOR_{index}"
+        rendered = rendered.replace(f"'{name}'", f"'{stable}'").replace(f'"{name}"', f'"{stable}"')
+        renamed[stable] = secret_env[name]
+    return rendered, SecretEnv(renamed)
+
+
+def _flow_logger() -> Any:
+    from prefect.logging import get_run_logger
+
+    return get_run_logger()
+
+
+def _dask_client(task_runner: Any) -> Any:
+    """The distributed.Client of a prefect-dask DaskTaskRunner, else None."""
+    if type(task_runner).__name__ != "DaskTaskRunner":
+        return None
+    try:
+        return task_runner.client
+    except Exception:
+        return None
+
+
+def _project_fingerprint(project_dir: Path) -> str:
+    """Changes when a project file changes: names, sizes and modification times."""
+    digest = hashlib.sha256()
+    skip = {"target", "logs", ".git", ".venv", "__pycache__"}
+    for root, dirs, files in os.walk(project_dir, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if d not in skip)
+        for name in sorted(files):
+            if name.endswith((".duckdb", ".duckdb.wal", ".pyc")):
+                continue
+            path = Path(root) / name
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            digest.update(f"{path.relative_to(project_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()

@@ -1,0 +1,1 @@
+select customer_id, name, segment from {{ ref('stg_customers') }}
