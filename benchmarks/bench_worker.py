@@ -58,12 +58,14 @@ class Probe:
     def __init__(self) -> None:
         self.t_invoke = None
         self.t_first_node = None
+        self.t_last_event = None
         self.node_starts = 0
         self.node_finished = 0
         self.parse_events: dict[str, int] = {}
 
     def __call__(self, msg) -> None:
         name = msg.info.name
+        self.t_last_event = time.perf_counter()
         if name == "NodeStart":
             if self.t_first_node is None:
                 self.t_first_node = time.perf_counter()
@@ -136,6 +138,134 @@ def readback(api_url: str, flow_run_id: str, since_iso: str) -> dict:
     return out
 
 
+class Timeline:
+    """Diagnostics (--timeline): every 0.25 s, where the events of a Prefect variant are.
+
+    Samples dbt's progress (NodeFinished seen by the probe), the runner's recorder queue
+    (dbt_prefect only), Prefect's events and API-log worker queues, and how many task runs
+    of this flow run the server already returns. Costs a little itself: diagnostic only.
+    """
+
+    def __init__(self, probe: Probe, api_url: str, path: Path) -> None:
+        import threading
+
+        self.probe = probe
+        self.api_url = api_url
+        self.path = path
+        self.flow_run_id = None
+        self.recorders: list = []
+        self.rows: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-timeline", daemon=True)
+        try:  # capture dbt_prefect's recorder to read its queue length
+            from dbt_prefect import tracking
+
+            original_start = tracking.RunRecorder.start
+            recorders = self.recorders
+
+            def start(recorder):
+                recorders.append(recorder)
+                return original_start(recorder)
+
+            tracking.RunRecorder.start = start
+        except ImportError:
+            pass
+
+    def start(self, flow_run_id: str) -> None:
+        self.flow_run_id = flow_run_id
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.path.write_text(json.dumps({"cpu_by_thread": self.cpu_by_thread(), "rows": self.rows}, indent=1))
+
+    @staticmethod
+    def _qsize(service_cls) -> int:
+        try:
+            instances = getattr(service_cls, "_instances", {}) or {}
+            return sum(inst._queue.qsize() for inst in list(instances.values()))
+        except Exception:
+            return -1
+
+    @staticmethod
+    def thread_cpu() -> dict[str, float]:
+        """CPU seconds (user + system) per live Python thread, from /proc/self/task."""
+        import threading
+
+        hz = os.sysconf("SC_CLK_TCK")
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        out: dict[str, float] = {}
+        for tid, name in names.items():
+            try:
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, TypeError):
+                continue
+            if name.startswith("Thread-") and "(worker)" in name:
+                name = "dbt worker threads"
+            key = f"{name}#{tid}"
+            out[key] = (int(fields[11]) + int(fields[12])) / hz
+        return out
+
+    def cpu_by_thread(self) -> dict[str, float]:
+        """The last CPU figure seen for every thread, summed per thread name."""
+        last: dict[str, float] = {}
+        for row in self.rows:
+            for key, value in row.get("cpu", {}).items():
+                last[key] = value
+        totals: dict[str, float] = {}
+        for key, value in last.items():
+            name = key.rsplit("#", 1)[0]
+            totals[name] = round(totals.get(name, 0.0) + value, 2)
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def _run(self) -> None:
+        import httpx
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        with httpx.Client(base_url=self.api_url, timeout=30) as client:
+            while not self._stop.wait(0.25):
+                t = time.perf_counter() - (self.probe.t_invoke or time.perf_counter())
+                flow_filter = {"flow_runs": {"id": {"any_": [self.flow_run_id]}}}
+                try:
+                    server = int(client.post("/task_runs/count", json=flow_filter).json())
+                    terminal = int(
+                        client.post(
+                            "/task_runs/count",
+                            json={**flow_filter, "task_runs": {"state": {"type": {"any_": _TERMINAL}}}},
+                        ).json()
+                    )
+                    assets = int(
+                        client.post(
+                            "/events/filter",
+                            json={
+                                "filter": {
+                                    "event": {"prefix": ["prefect.asset.materialization."]},
+                                    "related": {"id": [f"prefect.flow-run.{self.flow_run_id}"]},
+                                },
+                                "limit": 1,
+                            },
+                        ).json()["total"]
+                    )
+                except Exception:
+                    server = terminal = assets = -1
+                recorder_q = sum(r._queue.qsize() for r in self.recorders) if self.recorders else -1
+                self.rows.append(
+                    {
+                        "t": round(t, 3),
+                        "dbt_finished": self.probe.node_finished,
+                        "recorder_queue": recorder_q,
+                        "events_queue": self._qsize(EventsWorker),
+                        "log_queue": self._qsize(APILogWorker),
+                        "server_task_runs": server,
+                        "server_terminal": terminal,
+                        "server_asset_events": assets,
+                        "cpu": self.thread_cpu(),
+                    }
+                )
+
+
 def run_plain(args, probe: Probe) -> dict:
     from dbt.cli.main import dbtRunner
 
@@ -180,6 +310,10 @@ def run_in_flow(args, probe: Probe) -> dict:
 
         invoke_kwargs = {"callbacks": [probe]}
 
+    # dbt itself is imported before the timed region in every variant, as plain dbt must
+    # (dbt_prefect imports it lazily, inside invoke); import costs are reported apart.
+    import dbt.cli.main  # noqa: F401
+
     runner_kwargs = json.loads(args.runner_kwargs) if args.runner_kwargs else {}
     api_url = get_current_settings().api.url
     t_imported = time.perf_counter()
@@ -192,6 +326,9 @@ def run_in_flow(args, probe: Probe) -> dict:
             raise_on_failure=False,
             **runner_kwargs,
         )
+        timeline = Timeline(probe, api_url, Path(args.timeline)) if args.timeline else None
+        if timeline is not None:
+            timeline.start(flow_run_id)
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=5)).isoformat()
         rss_before = rss_now_kb()
         profiler = None
@@ -208,6 +345,9 @@ def run_in_flow(args, probe: Probe) -> dict:
             profiler.stop()
             Path(args.pyinstrument).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
             Path(args.pyinstrument).with_suffix(".html").write_text(profiler.output_html())
+        if timeline is not None:
+            time.sleep(1.0)
+            timeline.stop()
         out = {"invoke_s": t1 - t0, "rss_before_invoke_kb": rss_before, "flow_run_id": flow_run_id}
         out.update(summarise_result(result))
         try:
@@ -249,8 +389,13 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--runner-kwargs", default="", help="JSON object of extra PrefectDbtRunner arguments")
     parser.add_argument("--pyinstrument", default="", help="write a pyinstrument profile of invoke (main thread only) here")
+    parser.add_argument("--timeline", default="", help="diagnostics: write queue lengths and per-thread CPU over time (JSON) here; delays the readback by 1 s")
+    parser.add_argument("--switch-interval", type=float, default=0.0,
+                        help="experiment: sys.setswitchinterval(seconds) before running (default: Python's 0.005)")
     args = parser.parse_args()
     args.project = args.project.resolve()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
 
     probe = Probe()
     out: dict = {"variant": args.variant, "threads": args.threads, "pid": os.getpid()}
@@ -269,6 +414,9 @@ def main() -> int:
     out["ok"] = ok
     if probe.t_first_node is not None and probe.t_invoke is not None:
         out["first_node_s"] = probe.t_first_node - probe.t_invoke
+    if probe.t_last_event is not None and "invoke_s" in out and probe.t_invoke is not None:
+        # From dbt's last event (CommandCompleted) to invoke's return: the runner's tail.
+        out["after_dbt_s"] = probe.t_invoke + out["invoke_s"] - probe.t_last_event
     out["node_starts_seen"] = probe.node_starts
     out["node_finished_seen"] = probe.node_finished
     out["parse_events"] = probe.parse_events

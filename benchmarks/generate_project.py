@@ -31,6 +31,7 @@ from pathlib import Path
 PROJECT_NAME = "bench"
 SEED_ROWS = 20
 TABLE_EVERY = 4  # every fourth layer is materialized as tables
+MODULUS = 1_000_003
 
 
 def layer_width(n_models: int) -> int:
@@ -77,7 +78,8 @@ def model_sql(name: str, spec: dict) -> str:
     if spec["materialized"] == "table":
         lines.append("{{ config(materialized='table') }}")
     value = " + ".join(f"p{i}.v" for i in range(len(parents)))
-    lines.append(f"select p0.id, {value} + {number} as v")
+    # Modulo a prime keeps v below 1e6 however deep the DAG (sums would overflow INT32).
+    lines.append(f"select p0.id, ({value} + {number}) % {MODULUS} as v")
     lines.append(f"from {{{{ ref('{parents[0]}') }}}} as p0")
     for i, parent in enumerate(parents[1:], start=1):
         lines.append(f"join {{{{ ref('{parent}') }}}} as p{i} on p{i}.id = p0.id")

@@ -122,12 +122,25 @@ def shop_project(tmp_path: Path) -> Path:
     return make_shop_copy(tmp_path)
 
 
+_EXIT_STATUS: list[int] = []
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # Release dbt's adapters (and the DuckDB handles they hold) before interpreter
-    # shutdown, where DuckDB's bindings would otherwise report them as leaked.
+    # Release dbt's adapters (and the DuckDB handles they hold) before interpreter shutdown.
     import gc
 
     from dbt.adapters.factory import reset_adapters
 
     reset_adapters()
     gc.collect()
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # DuckDB's bindings print "nanobind: leaked ..." at interpreter shutdown when dbt's
+    # thread-local connections outlive the session; that noise would follow pytest's
+    # summary line. Everything is flushed and the server stopped by now, so exit here.
+    if _EXIT_STATUS and os.environ.get("DBT_PREFECT_TESTS_KEEP_INTERPRETER") != "1":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])

@@ -285,9 +285,14 @@ def test_the_dbt_macro_and_python_resolve_meta_prefect_alike(shop_project: Path)
     from_python = {unique_id: dict(catalog.get(unique_id).prefect_config) for unique_id in from_macro}
     assert from_macro == from_python
     assert len(from_macro) == 15  # 10 models, 3 seeds, 1 snapshot, 1 source
-    assert from_macro["model.shop.customers"] == {"enable_assets": False}
-    assert from_macro["model.shop.internal_order_audit"] == {"enable_assets": False}
-    assert from_macro["source.shop.payments_app.payments"] == {"enable_assets": False}
+    assert dict(PREFECT_CONFIG_DEFAULTS) == {
+        "enable_assets": True, "row_count": True, "count_view_rows": False, "columns": True,
+    }
+    assets_off = {**PREFECT_CONFIG_DEFAULTS, "enable_assets": False}
+    assert from_macro["model.shop.customers"] == assets_off
+    assert from_macro["model.shop.internal_order_audit"] == assets_off
+    assert from_macro["source.shop.payments_app.payments"] == assets_off
+    assert from_macro["model.shop.stg_orders"] == {**PREFECT_CONFIG_DEFAULTS, "count_view_rows": True}
     assert from_macro["model.shop.orders"] == dict(PREFECT_CONFIG_DEFAULTS)
 
 

@@ -150,7 +150,7 @@ def test_node_logs_go_to_the_node_task_run_and_run_logs_to_the_flow_run(green_bu
     flow_lines = [r.message for r in records if r.task_run_id is None]
     assert any(m.startswith("Found 10 models, 22 data tests, 3 seeds") for m in flow_lines)
     assert any(m.startswith("Concurrency: 4 threads") for m in flow_lines)
-    assert any(m.startswith("Done. PASS=37 WARN=0 ERROR=0 SKIP=0") for m in flow_lines)
+    assert any(m.startswith("Done. PASS=38 WARN=0 ERROR=0 SKIP=0") for m in flow_lines)
     # Run-level lines never land on a node's task run.
     assert not any(m.startswith("Found 10 models") for m in orders_lines)
 

@@ -11,6 +11,8 @@ import time
 import uuid
 from typing import Any, Callable, Iterable, Optional
 
+from dbt_prefect.checks import CHECK_EVENT_PREFIX, TEST_RESOURCE_TYPES, check_outcome, check_payload, checked_nodes
+from dbt_prefect.metadata import metadata_payload
 from dbt_prefect.nodes import DbtNode, NodeCatalog
 
 _logger = logging.getLogger("dbt_prefect")
@@ -122,7 +124,12 @@ class AssetEmitter:
 
     def node_finished(self, finished: Any, state: Any) -> None:
         node: DbtNode = finished.node
-        if state is None or not node.assets_enabled or node.resource_type == "source":
+        if state is None:
+            return
+        if node.resource_type in TEST_RESOURCE_TYPES:
+            self._test_finished(finished)
+            return
+        if not node.assets_enabled or node.resource_type == "source":
             return
         if state.name == "Skipped":
             return
@@ -156,6 +163,9 @@ class AssetEmitter:
             }
         )
         payload = materialization_metadata(finished.node_info, finished.run_result, finished.message)
+        warehouse = getattr(finished, "metadata", None)
+        if warehouse is not None:
+            payload.update(metadata_payload(warehouse, self.catalog.manifest_entry(node.unique_id)))
         event = emit_event(
             event=f"prefect.asset.materialization.{outcome}",
             resource=AssetContext.asset_as_resource(asset),
@@ -165,24 +175,64 @@ class AssetEmitter:
         if event is not None:
             self.event_ids.append(event.id)
 
+    def _test_finished(self, finished: Any) -> None:
+        """A dbt test or unit test as a check on each asset it tests (checks.py)."""
+        outcome = check_outcome(finished.status)
+        if outcome is None or finished.task_run_id is None:
+            return
+        test: DbtNode = finished.node
+        targets = checked_nodes(test, self.catalog)
+        if not targets:
+            return
+        from prefect.context import AssetContext
+        from prefect.events import emit_event
+
+        result = finished.run_result
+        failures = None if finished.status in ("error", "runtime error") else int(getattr(result, "num_failures", 0) or 0)
+        payload = check_payload(test, finished.status, finished.message, failures)
+        related = [
+            {
+                "prefect.resource.id": f"prefect.task-run.{finished.task_run_id}",
+                "prefect.resource.role": "task-run",
+                "prefect.resource.name": test.task_run_name,
+            }
+        ]
+        adapter_type = self.catalog.adapter_type or "dbt"
+        for target in targets:
+            event = emit_event(
+                event=f"{CHECK_EVENT_PREFIX}{outcome}",
+                resource=AssetContext.asset_as_resource(self._asset_of(target, adapter_type)),
+                related=related,
+                payload=payload,
+            )
+            if event is not None:
+                self.event_ids.append(event.id)
+
     def wait_until_recorded(self, timeout: float) -> int:
-        """Wait until the server has stored every emitted asset event; return how many it has not."""
+        """Wait until the server has stored every emitted asset event; return how many it may not have.
+
+        Each round asks, per chunk of ids, only how many of them the server holds (one
+        count query per 500 events), and sleeps only while some are still missing.
+        """
         if not self.event_ids:
             return 0
         from prefect.client.orchestration import get_client
         from prefect.events.filters import EventFilter, EventIDFilter
 
         deadline = time.monotonic() + timeout
-        pending = set(self.event_ids)
+        pending = list(self.event_ids)
         delay = 0.05
         with get_client(sync_client=True) as client:
-            while pending:
-                batch = sorted(pending)[:50]
-                page = client.read_events(filter=EventFilter(id=EventIDFilter(id=batch)), limit=50)
-                for event in page.events:
-                    pending.discard(event.id)
+            while True:
+                still_missing: list[uuid.UUID] = []
+                for start in range(0, len(pending), 500):
+                    chunk = pending[start : start + 500]
+                    page = client.read_events(filter=EventFilter(id=EventIDFilter(id=chunk)), limit=1)
+                    if page.total < len(chunk):
+                        still_missing.extend(chunk)
+                pending = still_missing
                 if not pending or time.monotonic() >= deadline:
                     break
                 time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                delay = min(delay * 2, 0.5)
         return len(pending)

@@ -4,11 +4,17 @@
 (dozens per node, debug ones included, from dbt's worker threads), so it does one thing:
 keep the few events that matter and queue them for the recorder thread. Everything
 costly happens there, off dbt's threads.
+
+The dbt package talks to the runner through debug log lines that start with
+``dbt_prefect.record.`` (``{{ log(...) }}`` in its macros). They are forwarded whatever the
+log level. One of them is a question: ``record_run_history`` asks for the run's task-run
+ids, and the router answers it synchronously, before dbt's ``log()`` returns.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, Callable, Optional
 
 from dbt_prefect.levels import DBT_TO_PYTHON
@@ -16,6 +22,18 @@ from dbt_prefect.levels import DBT_TO_PYTHON
 NODE_START = "NodeStart"
 NODE_FINISHED = "NodeFinished"
 STATE_EVENTS = frozenset({NODE_START, NODE_FINISHED})
+
+# What `{{ log(msg) }}` / `{{ log(msg, info=True) }}` fire.
+JINJA_LOG_EVENTS = frozenset({"JinjaLogDebug", "JinjaLogInfo"})
+# Every line the dbt package writes for the runner starts with this.
+RECORD_PREFIX = "dbt_prefect.record."
+# collect_metadata: `dbt_prefect.record.metadata {"unique_id": ..., "row_count": ..., "columns": [...]}`.
+METADATA_RECORD = RECORD_PREFIX + "metadata "
+# prefect_run_context: a question, answered in this invocation's env var RUN_CONTEXT_ENV.
+RUN_CONTEXT_REQUEST = RECORD_PREFIX + "run_context_request"
+RUN_CONTEXT_ENV = "DBT_PREFECT_RUN_CONTEXT"
+# How long dbt waits for the recorder to answer before it goes on without the answer.
+ANSWER_TIMEOUT_SECONDS = 30.0
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -31,8 +49,38 @@ class DbtEventRouter:
 
     def __call__(self, msg: Any) -> None:
         info = msg.info
-        if info.name in STATE_EVENTS or DBT_TO_PYTHON.get(info.level, 20) >= self._threshold:
+        name = info.name
+        if name in STATE_EVENTS:
             self._forward(msg)
+        elif name in JINJA_LOG_EVENTS and info.msg.startswith(RECORD_PREFIX):
+            if info.msg.startswith(RUN_CONTEXT_REQUEST):
+                self._answer(msg)
+            else:
+                self._forward(msg)
+        elif DBT_TO_PYTHON.get(info.level, 20) >= self._threshold:
+            self._forward(msg)
+
+    def _answer(self, msg: Any) -> None:
+        # Runs in dbt's thread, inside the macro's log() call: the recorder answers once it
+        # has handled every event queued before this one, so every task run exists.
+        question = RecorderQuestion(msg)
+        self._forward(question)
+        if not question.answered.wait(ANSWER_TIMEOUT_SECONDS):
+            return
+        from dbt_prefect._dbt_compat import set_invocation_env_var
+
+        set_invocation_env_var(RUN_CONTEXT_ENV, question.answer)
+
+
+class RecorderQuestion:
+    """A dbt-package question, queued for the recorder thread and waited on by dbt's thread."""
+
+    __slots__ = ("msg", "answer", "answered")
+
+    def __init__(self, msg: Any) -> None:
+        self.msg = msg
+        self.answer = ""
+        self.answered = threading.Event()
 
 
 # Whether an event type carries node_info, per event name: asked once per name.

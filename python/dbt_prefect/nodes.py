@@ -15,7 +15,13 @@ ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot", "source"})
 
 # The one documented default set of `meta.prefect`; the dbt macro
 # `dbt_prefect.prefect_config` carries the same defaults.
-PREFECT_CONFIG_DEFAULTS: Mapping[str, Any] = {"enable_assets": True}
+PREFECT_CONFIG_DEFAULTS: Mapping[str, Any] = {
+    "enable_assets": True,
+    # Read by the dbt package's collect_metadata post-hook (see metadata.py).
+    "row_count": True,
+    "count_view_rows": False,
+    "columns": True,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,13 +26,18 @@ from prefect.states import Completed, Crashed, Failed, Pending, Running, State
 
 from dbt_prefect._prefect_compat import emit_task_run_state_change_event, flush_events_and_logs
 from dbt_prefect.events import (
+    JINJA_LOG_EVENTS,
+    METADATA_RECORD,
     NODE_FINISHED,
     NODE_START,
+    RECORD_PREFIX,
+    RecorderQuestion,
     event_level,
     event_text,
     event_timestamp,
     event_unique_id,
 )
+from dbt_prefect.metadata import MalformedRecord, WarehouseMetadata, parse_metadata_record
 from dbt_prefect.nodes import DbtNode, NodeCatalog, node_from_node_info
 
 # dbt statuses (RunStatus, TestStatus, FreshnessStatus) and the Prefect state each becomes.
@@ -41,6 +48,11 @@ FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "partial success"
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
+
+# Set while a recorder that emits asset events runs: dbt_prefect.collect_metadata() only
+# queries the warehouse when someone will read its records (dbt copies the environment
+# when the invocation starts, so it is set before dbt runs and removed after).
+COLLECT_METADATA_ENV = "DBT_PREFECT_COLLECT_METADATA"
 
 
 def _utc(timestamp: float) -> dt.datetime:
@@ -106,6 +118,8 @@ class FinishedNode:
     task_run_id: Optional[uuid.UUID]
     node_info: Any
     run_result: Any
+    # Row count and columns collect_metadata read from the warehouse, when it ran.
+    metadata: Optional[WarehouseMetadata] = None
 
 
 class RunRecorder:
@@ -131,6 +145,8 @@ class RunRecorder:
         self._runs: dict[str, _NodeRun] = {}
         self.finished: dict[str, FinishedNode] = {}
         self.task_run_ids: list[uuid.UUID] = []
+        self._metadata: dict[str, WarehouseMetadata] = {}
+        self._saved_env: Optional[tuple[str, Optional[str]]] = None
         self._thread: Optional[threading.Thread] = None
         self._handler_error_logged = False
         self._run_logger, self._run_extra = self._run_level_logger()
@@ -138,6 +154,9 @@ class RunRecorder:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        if self.target is not None and self._on_node_finished is not None:
+            self._saved_env = (COLLECT_METADATA_ENV, os.environ.get(COLLECT_METADATA_ENV))
+            os.environ[COLLECT_METADATA_ENV] = "1"
         # The recorder runs in the caller's context so Prefect sees the flow run in it
         # (related resources on events, the API log handler).
         context = contextvars.copy_context()
@@ -150,6 +169,13 @@ class RunRecorder:
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join()
+        if self._saved_env is not None:
+            name, previous = self._saved_env
+            self._saved_env = None
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
 
     def _consume(self) -> None:
         get = self._queue.get
@@ -157,6 +183,9 @@ class RunRecorder:
             msg = get()
             if msg is _STOP:
                 return
+            if msg.__class__ is RecorderQuestion:
+                self._answer(msg)
+                continue
             try:
                 self._handle(msg)
             except Exception:  # never let one odd event stop the mirroring of the rest
@@ -167,6 +196,9 @@ class RunRecorder:
     # -- events ----------------------------------------------------------------------
     def _handle(self, msg: Any) -> None:
         name = msg.info.name
+        if name in JINJA_LOG_EVENTS and msg.info.msg.startswith(RECORD_PREFIX):
+            self._record(msg)
+            return
         if name == NODE_START:
             self._node_started(msg)
         loggable = event_level(msg) >= self.threshold
@@ -216,10 +248,50 @@ class RunRecorder:
             task_run_id=run.task_run.id if run is not None else None,
             node_info=node_info,
             run_result=result,
+            metadata=self._metadata.pop(node.unique_id, None),
         )
         self.finished[node.unique_id] = finished
         if self._on_node_finished is not None:
             self._on_node_finished(finished, state)
+
+    # -- the dbt package's records -------------------------------------------------------
+    def _record(self, msg: Any) -> None:
+        """A line the dbt package logged for the runner; kept, never logged as such."""
+        text = msg.info.msg
+        if not text.startswith(METADATA_RECORD):
+            return  # a record of a newer package version: nothing to do with it
+        try:
+            metadata = parse_metadata_record(text[len(METADATA_RECORD) :])
+        except MalformedRecord as exc:
+            self._warn(event_unique_id(msg), f"dbt-prefect ignored a malformed metadata record ({exc}): {text[:200]}")
+            return
+        self._metadata[metadata.unique_id] = metadata
+
+    def _warn(self, unique_id: Optional[str], text: str) -> None:
+        run = self._open.get(unique_id) if unique_id else None
+        logger, extra = (self._task_logger, run.log_extra) if run is not None else (self._run_logger, self._run_extra)
+        logger.warning(self._scrub(text), extra=extra)
+
+    def _answer(self, question: RecorderQuestion) -> None:
+        """What record_run_history asks at on-run-end: the flow run, and each node's task
+        run and row count. Every event dbt sent before the question has been handled."""
+        try:
+            nodes: dict[str, dict[str, Any]] = {}
+            for unique_id, run in self._runs.items():
+                done = self.finished.get(unique_id)
+                metadata = done.metadata if done is not None else None
+                nodes[unique_id] = {
+                    "task_run_id": str(run.task_run.id),
+                    "row_count": metadata.row_count if metadata is not None else None,
+                }
+            flow_run = self.target.flow_run if self.target is not None else None
+            question.answer = json.dumps(
+                {"flow_run_id": str(flow_run.id) if flow_run is not None else None, "nodes": nodes}
+            )
+        except Exception:  # the run history goes on without Prefect ids
+            _logger.exception("dbt-prefect could not answer the dbt package's run context request")
+        finally:
+            question.answered.set()
 
     def _skip_reason(self, node: DbtNode) -> str:
         for parent in self.catalog.parents(node):
