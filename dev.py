@@ -68,7 +68,9 @@ def ensure_demo_server(env: dict[str, str]) -> str:
     print("starting a local Prefect server on http://127.0.0.1:4200 (log: .prefect-home/server.log)", flush=True)
     process = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", "4200"],
-        env={**env, "PREFECT_HOME": str(PREFECT_HOME)},
+        # invoke() returns once the server has stored its asset events, which it writes
+        # in batches (every 5 s by default).
+        env={**env, "PREFECT_HOME": str(PREFECT_HOME), "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

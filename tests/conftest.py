@@ -56,6 +56,9 @@ def prefect_server():
         f"sqlite+aiosqlite:///{_SESSION_HOME / 'prefect.db'}"
     )
     server_env["PREFECT_SERVER_UI_ENABLED"] = "false"
+    # invoke() returns once the server has stored its asset events; the server writes
+    # events in batches, every 5 s by default.
+    server_env["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"] = "0.5"
     log_path = _SESSION_HOME / "server.log"
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(

@@ -87,12 +87,12 @@ def message_of(run: Any) -> Optional[str]:
     return run.state.message if run.state is not None else None
 
 
-def asset_events(flow_run_id: UUID) -> list[Any]:
-    """Every prefect.asset.* event related to a flow run, oldest first."""
+def events_of_flow_run(flow_run_id: UUID, prefix: str) -> list[Any]:
+    """Every event whose name starts with `prefix` and that is related to a flow run, oldest first."""
     from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
     event_filter = EventFilter(
-        event=EventNameFilter(prefix=["prefect.asset."]),
+        event=EventNameFilter(prefix=[prefix]),
         related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
     )
     with get_client(sync_client=True) as client:
@@ -102,6 +102,11 @@ def asset_events(flow_run_id: UUID) -> list[Any]:
             page = client.read_events_page(page.next_page)
             found.extend(page.events)
     return sorted(found, key=lambda event: event.occurred)
+
+
+def asset_events(flow_run_id: UUID) -> list[Any]:
+    """Every prefect.asset.* event related to a flow run, oldest first."""
+    return events_of_flow_run(flow_run_id, "prefect.asset.")
 
 
 def materializations(events: list[Any], outcome: str = "succeeded") -> dict[str, Any]:

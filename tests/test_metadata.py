@@ -13,12 +13,10 @@ import pytest
 import yaml
 from dbt.cli.main import dbtRunner
 from prefect import flow
-from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
-from prefect_api import asset_events, by_name, logs, materializations, state_of, task_runs
+from prefect_api import asset_events, by_name, events_of_flow_run, logs, materializations, state_of, task_runs
 
 from conftest import make_shop_copy
 
@@ -78,17 +76,7 @@ def runner_for(project: Path, **kwargs: Any) -> PrefectDbtRunner:
 
 def check_events(flow_run_id: Any) -> list[Any]:
     """Every dbt_prefect.asset.check.* event related to a flow run, oldest first."""
-    event_filter = EventFilter(
-        event=EventNameFilter(prefix=["dbt_prefect.asset.check."]),
-        related=EventRelatedFilter(id=[f"prefect.flow-run.{flow_run_id}"]),
-    )
-    with get_client(sync_client=True) as client:
-        page = client.read_events(filter=event_filter, limit=50)
-        found = list(page.events)
-        while page.next_page:
-            page = client.read_events_page(page.next_page)
-            found.extend(page.events)
-    return sorted(found, key=lambda event: event.occurred)
+    return events_of_flow_run(flow_run_id, "dbt_prefect.asset.check.")
 
 
 def build_in_flow(project: Path, args: list[str], **kwargs: Any) -> dict[str, Any]:

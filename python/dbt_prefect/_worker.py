@@ -131,20 +131,11 @@ def _invocation_lock() -> Any:
     return _DBT_INVOCATION_LOCK
 
 
-@contextmanager
-def _secret_environment(secret_env: SecretEnv) -> Iterator[None]:
+def _secret_environment(secret_env: SecretEnv) -> Any:
     """The secret env vars, set only while dbt runs (as profiles.resolved_profiles does)."""
-    names = [name for name, _ in secret_env.items()]
-    previous = {name: os.environ.get(name) for name in names}
-    try:
-        os.environ.update(dict(secret_env.items()))
-        yield
-    finally:
-        for name, old in previous.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
+    from dbt_prefect.profiles import temporary_environ
+
+    return temporary_environ(dict(secret_env.items()))
 
 
 def _private_dir(prefix: str) -> Path:

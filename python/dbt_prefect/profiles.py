@@ -191,6 +191,21 @@ class PrefectApiUnreachableError(_PlaceholderError):
 # --------------------------------------------------------------------------------------
 
 
+@contextmanager
+def temporary_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set `values` in os.environ for the duration, then restore exactly what was there."""
+    previous = {name: os.environ.get(name) for name in values}
+    try:
+        os.environ.update(values)
+        yield
+    finally:
+        for name, old in previous.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
 def _profiles_path(profiles_dir: Path | str) -> Path:
     return Path(profiles_dir).expanduser() / PROFILES_FILE
 
@@ -957,20 +972,12 @@ def resolved_profiles(
         fd = os.open(tmpdir / PROFILES_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(rendered)
-        previous = {name: os.environ.get(name) for name in secret_env}
-        try:
-            os.environ.update(secret_env)
+        with temporary_environ(secret_env):
             yield ResolvedProfiles(
                 profiles_dir=tmpdir,
                 secret_env=MappingProxyType(dict(secret_env)),
                 secret_values=frozenset(v for v in secret_env.values() if v),
                 templated=True,
             )
-        finally:
-            for name, old in previous.items():
-                if old is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = old
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
