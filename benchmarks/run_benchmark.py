@@ -154,6 +154,9 @@ class PrefectServer:
                 "PREFECT_HOME": str(self.home),
                 "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
                 "PREFECT_SERVER_UI_ENABLED": "false",
+                # The setting the README recommends: invoke() waits until its asset events
+                # are stored, and the server writes events in batches (every 5 s by default).
+                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
             }
         )
         t0 = time.perf_counter()
