@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker

@@ -75,6 +75,13 @@ class PrefectDbtRunner:
         top_command = invocation.command.split(" ")[0]
         if top_command not in _NO_PROJECT_COMMANDS:
             _check_project(project_dir)
+        operation_errors = None
+        if invocation.command == "run-operation":
+            # run-operation's result names no node; keep dbt's error line for the summary.
+            from dbt_prefect.failures import OperationErrors
+
+            operation_errors = OperationErrors()
+            kwargs = {**kwargs, "callbacks": [*(kwargs.get("callbacks") or []), operation_errors]}
 
         with _DBT_INVOCATION_LOCK:
             if top_command in _NO_PROFILE_COMMANDS:
@@ -86,7 +93,7 @@ class PrefectDbtRunner:
                     result = self._run_dbt(
                         invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles
                     )
-        return self._outcome(invocation, result, project_dir, profiles_dir)
+        return self._outcome(invocation, result, project_dir, profiles_dir, operation_errors)
 
     # -- internals -------------------------------------------------------------------
     def _run_dbt(
@@ -129,11 +136,6 @@ class PrefectDbtRunner:
             dbt_args += ["--target-path", str(target_path)]
         dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
         user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
-        if invocation.command == "run-operation":
-            from dbt_prefect.failures import OperationErrors
-
-            self._operation_errors = OperationErrors()
-            user_callbacks.append(self._operation_errors)
         # dbt's own console output would repeat every line Prefect's loggers print.
         dbt_kwargs["log_level"] = "none"
         if "log_level_file" not in kwargs and not any(a.startswith("--log-level-file") for a in dbt_args):
@@ -186,7 +188,9 @@ class PrefectDbtRunner:
         # -- end run report -------------------------------------------------------------
         return result
 
-    def _outcome(self, invocation: DbtInvocation, result: Any, project_dir: Path, profiles_dir: Path) -> Any:
+    def _outcome(
+        self, invocation: DbtInvocation, result: Any, project_dir: Path, profiles_dir: Path, operation_errors: Any
+    ) -> Any:
         exception = getattr(result, "exception", None)
         if exception is not None and not isinstance(exception, Exception):
             # KeyboardInterrupt, SystemExit, Prefect's TerminationSignal: not dbt errors;
@@ -197,8 +201,7 @@ class PrefectDbtRunner:
         if not getattr(result, "success", False) and self.raise_on_failure:
             from dbt_prefect.failures import summarise_failures
 
-            operation = getattr(self, "_operation_errors", None) if invocation.command == "run-operation" else None
-            failure = summarise_failures(invocation.command, result, operation, _operation_name(invocation))
+            failure = summarise_failures(invocation.command, result, operation_errors, _operation_name(invocation))
             if failure is not None:
                 raise failure
             raise DbtCommandFailed(
