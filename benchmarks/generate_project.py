@@ -100,8 +100,14 @@ def schema_yml(layer: list[str], models: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def generate(n_models: int, destination: Path, force: bool = True) -> dict:
-    """Write the project into `destination` (replaced if it exists); return the expected counts."""
+def generate(n_models: int, destination: Path, force: bool = True, metadata_package: Path | None = None) -> dict:
+    """Write the project into `destination` (replaced if it exists); return the expected counts.
+
+    With `metadata_package` (the dbt-prefect repository root), the project installs the
+    dbt_prefect package from there and runs its `collect_metadata()` post-hook on every
+    seed and model, as a user who wants row counts and columns on the assets would; run
+    `dbt deps` before building it.
+    """
     if n_models < 1:
         raise ValueError("N must be at least 1")
     destination = Path(destination)
@@ -124,10 +130,22 @@ def generate(n_models: int, destination: Path, force: bool = True) -> dict:
                 "models:",
                 f"  {PROJECT_NAME}:",
                 "    +materialized: view",
+                *(
+                    [
+                        "    +post-hook: \"{{ dbt_prefect.collect_metadata() }}\"",
+                        "seeds:",
+                        f"  {PROJECT_NAME}:",
+                        "    +post-hook: \"{{ dbt_prefect.collect_metadata() }}\"",
+                    ]
+                    if metadata_package is not None
+                    else []
+                ),
                 "",
             ]
         )
     )
+    if metadata_package is not None:
+        (destination / "packages.yml").write_text(f"packages:\n  - local: {Path(metadata_package).resolve()}\n")
     (destination / "profiles.yml").write_text(
         "\n".join(
             [
@@ -169,8 +187,9 @@ def generate(n_models: int, destination: Path, force: bool = True) -> dict:
         "task_runs": len(models) + n_tests + len(dag["seeds"]),
         # One materialization event per model and seed.
         "asset_materializations": len(models) + len(dag["seeds"]),
-        # One `prefect.asset.referenced` event per (model, upstream asset) edge.
-        "asset_references": sum(len(spec["parents"]) for spec in models.values()),
+        # None: a full build materializes every upstream asset before its children read it.
+        "asset_references": 0,
+        "metadata_hooks": metadata_package is not None,
     }
     (destination / "expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     return expected
@@ -180,8 +199,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("n", type=int, help="number of models")
     parser.add_argument("destination", type=Path, help="project directory to (re)create")
+    parser.add_argument("--metadata-package", type=Path, default=None,
+                        help="dbt-prefect's repository root: install the dbt package and run collect_metadata() on every node")
     args = parser.parse_args()
-    expected = generate(args.n, args.destination)
+    expected = generate(args.n, args.destination, metadata_package=args.metadata_package)
     print(json.dumps(expected, indent=2))
 
 

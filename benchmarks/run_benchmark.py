@@ -23,9 +23,11 @@ What one benchmark run does:
    per-node overhead against N; skipped with a message when matplotlib is missing).
 
 Variants: `plain` (dbtRunner), `prefect` (dbt_prefect.PrefectDbtRunner in a flow, assets
-on), `prefect-metadata` (the same with --metadata-kwargs passed to the runner: the hook
-for the metadata-collection issue; off unless given), `official` (prefect_dbt's runner,
-run with --official-python from a separate environment; off unless given).
+on), `prefect-metadata` (the same on a copy of the project that installs the dbt_prefect
+package and runs its collect_metadata() post-hook on every seed and model, so each asset
+carries its row count and columns; with --metadata; its ratio is against plain dbt on the
+project without hooks), `official` (prefect_dbt's runner, run with --official-python from
+a separate environment; off unless given).
 
 Exit status: 1 if a plain or dbt_prefect run broke (dbt failed, the worker crashed, or the
 task runs / asset events were not all readable when invoke returned, which dbt_prefect
@@ -232,27 +234,33 @@ class PrefectServer:
 
 # -- projects ----------------------------------------------------------------------------
 class Project:
-    def __init__(self, work: Path, n: int, python: str) -> None:
+    def __init__(self, work: Path, n: int, python: str, metadata: bool = False) -> None:
         self.n = n
-        self.dir = work / "projects" / f"n{n}"
-        self.snapshot = work / "projects" / f"n{n}.target"
-        self.db = work / "db" / f"n{n}.duckdb"
+        self.metadata = metadata
+        name = f"n{n}-metadata" if metadata else f"n{n}"
+        self.dir = work / "projects" / name
+        self.snapshot = work / "projects" / f"{name}.target"
+        self.db = work / "db" / f"{name}.duckdb"
         self.python = python
         self.expected: dict = {}
 
     def prepare(self) -> None:
         t0 = time.perf_counter()
-        self.expected = generate(self.n, self.dir)
+        self.expected = generate(self.n, self.dir, metadata_package=REPO if self.metadata else None)
         self.db.parent.mkdir(parents=True, exist_ok=True)
         code = (
             "import sys\n"
             "from dbt.cli.main import dbtRunner\n"
             "p = sys.argv[1]\n"
-            "r = dbtRunner().invoke(['parse', '--project-dir', p, '--profiles-dir', p, '--quiet'])\n"
+            "common = ['--project-dir', p, '--profiles-dir', p, '--quiet']\n"
+            "if sys.argv[2] == 'deps' and not dbtRunner().invoke(['deps', *common]).success:\n"
+            "    sys.exit(1)\n"
+            "r = dbtRunner().invoke(['parse', *common])\n"
             "sys.exit(0 if r.success else 1)\n"
         )
         done = subprocess.run(
-            [self.python, "-c", code, str(self.dir)], env=self.env(""), capture_output=True, text=True
+            [self.python, "-c", code, str(self.dir), "deps" if self.metadata else "-"],
+            env=self.env(""), capture_output=True, text=True,
         )
         if done.returncode != 0:
             raise SystemExit(f"dbt parse failed for N={self.n}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -300,8 +308,6 @@ def run_one(args, project: Project, server: PrefectServer, variant: str, threads
         "--threads", str(threads),
         "--out", str(result_path),
     ]
-    if variant == "prefect-metadata":
-        cmd += ["--runner-kwargs", args.metadata_kwargs]
     load_before = loadavg()
     hz = os.sysconf("SC_CLK_TCK")
     server_ticks = server._cpu_ticks() if server is not None else 0
@@ -499,7 +505,7 @@ def check_targets(rows: list[dict], variant: str = "prefect") -> list[tuple[str,
         worst = max(firsts, key=lambda r: r["first_node_delta_s"])
         results.append(
             (TARGETS_TEXT["first_node"], verdict(worst["first_node_delta_s"] <= 1.0),
-             f"worst +{worst['first_node_delta_s']:.2f} s (N={worst['n']}, t{worst['threads']})")
+             f"worst {worst['first_node_delta_s']:+.2f} s (N={worst['n']}, t{worst['threads']})")
         )
     reads = [r for r in mine if "task_runs_readable_min" in r]
     if reads:
@@ -656,9 +662,9 @@ def main() -> int:
                         help="python of a separate environment with prefect-dbt installed: adds the 'official' variant")
     parser.add_argument("--official-plan", nargs="+", default=None, metavar="N:T[,T]:R",
                         help="where the official runner runs (default: every cell of N <= 1000); R caps its repetitions")
-    parser.add_argument("--metadata-kwargs", default=None,
-                        help="JSON of PrefectDbtRunner kwargs that turn metadata collection on: adds the 'prefect-metadata' "
-                             "variant (hook for the metadata issue; e.g. '{\"collect_metadata\": true}' once it exists)")
+    parser.add_argument("--metadata", action="store_true",
+                        help="add the 'prefect-metadata' variant: dbt-prefect on a copy of the project whose seeds and "
+                             "models run dbt_prefect.collect_metadata() (row counts and columns on every asset)")
     parser.add_argument("--variants", nargs="+", default=None, choices=VARIANT_ORDER, help="restrict the variants run")
     parser.add_argument("--smoke", action="store_true", help="N=20, threads 1, one repetition: checks the benchmark works")
     parser.add_argument("--resume", action="store_true", help="keep out/results.jsonl and skip runs already in it")
@@ -700,7 +706,7 @@ def main() -> int:
 
     def variants_for(n: int, threads: int, rep: int) -> list[str]:
         chosen = ["plain", "prefect"]
-        if args.metadata_kwargs:
+        if args.metadata:
             chosen.append("prefect-metadata")
         if args.official_python:
             if official_plan is None:
@@ -732,6 +738,10 @@ def main() -> int:
         for n, threads_list, repeats in plan:
             project = Project(work, n, sys.executable)
             project.prepare()
+            metadata_project = None
+            if args.metadata and (not args.variants or "prefect-metadata" in args.variants):
+                metadata_project = Project(work, n, sys.executable, metadata=True)
+                metadata_project.prepare()
             for threads in threads_list:
                 for rep in range(repeats):
                     variants = variants_for(n, threads, rep)
@@ -740,7 +750,8 @@ def main() -> int:
                     for order, variant in enumerate(variants):
                         if (n, threads, rep, variant) in done:
                             continue
-                        record = run_one(args, project, server, variant, threads, rep, order)
+                        source = metadata_project if variant == "prefect-metadata" else project
+                        record = run_one(args, source, server, variant, threads, rep, order)
                         with open(jsonl, "a") as f:
                             f.write(json.dumps(record, default=str) + "\n")
                         log(f"N={n} threads={threads} rep={rep + 1}/{repeats} {variant}: {describe(record)}")

@@ -118,16 +118,28 @@ def test_lineage_follows_depends_on_through_ephemeral_models_and_from_sources(sh
     assert upstream[KEY.format("main_snapshots/customers_snapshot")] == {KEY.format("main_staging/stg_customers")}
 
 
-def test_upstream_assets_carry_the_same_properties_as_when_materialized(shop_build: dict[str, Any]) -> None:
-    succeeded = materializations(shop_build["events"])
+def test_in_a_full_build_only_the_source_is_referenced_and_only_once(shop_build: dict[str, Any]) -> None:
+    # Every model's parents were materialized earlier in the same run; their lineage is on
+    # the children's materializations, so only what the run reads without building is referenced.
     referenced = [e for e in shop_build["events"] if e.event == "prefect.asset.referenced"]
-    source = [e.resource for e in referenced if e.resource.id == KEY.format("payments_app/payments")]
-    assert source, "the source is referenced as an upstream asset"
-    assert source[0]["prefect.resource.name"] == "shop.payments_app.payments"
-    assert json.loads(source[0]["prefect.asset.owners"]) == ["payments-team"]
-    assert source[0]["prefect.asset.description"].startswith("One row per payment attempt")
-    stg_orders = [e.resource for e in referenced if e.resource.id == KEY.format("main_staging/stg_orders")]
-    assert stg_orders and all(dict(r) == dict(succeeded[KEY.format("main_staging/stg_orders")].resource) for r in stg_orders)
+    assert [e.resource.id for e in referenced] == [KEY.format("payments_app/payments")]
+    source = referenced[0].resource
+    assert source["prefect.resource.name"] == "shop.payments_app.payments"
+    assert json.loads(source["prefect.asset.owners"]) == ["payments-team"]
+    assert source["prefect.asset.description"].startswith("One row per payment attempt")
+
+
+def test_an_upstream_outside_the_selection_is_referenced_with_the_properties_it_is_materialized_with(
+    shop_build: dict[str, Any],
+) -> None:
+    seen = build_in_flow(shop_build["project"], ["run", "--select", "orders"])
+    referenced = [e.resource for e in seen["events"] if e.event == "prefect.asset.referenced"]
+    assert sorted(r.id for r in referenced) == sorted(
+        KEY.format(path) for path in ("main_staging/stg_orders", "main_staging/stg_products", "main_staging/stg_payments")
+    )
+    built = materializations(shop_build["events"])
+    for resource in referenced:
+        assert dict(resource) == dict(built[resource.id].resource)
 
 
 def test_materialization_metadata_has_node_info_and_execution_facts(shop_build: dict[str, Any]) -> None:

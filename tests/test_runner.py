@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings, PrefectDbtRunnerFailure
-from prefect_api import by_name, logs, message_of, state_of, task_runs, task_runs_by_id
+from prefect_api import by_name, logs, message_of, poll, state_of, task_runs, task_runs_by_id
 
 from conftest import make_shop_copy
 
@@ -167,6 +167,53 @@ def test_log_records_keep_the_time_dbt_emitted_them(green_build: FlowOutcome) ->
         # finishes; timestamps taken when the lines were processed would fall outside.
         assert run.start_time <= start.timestamp <= end.timestamp <= run.end_time
         assert end.timestamp - start.timestamp < dt.timedelta(seconds=5)
+
+
+def state_names(task_run_id: Any) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        states = client.read_task_run_states(task_run_id)
+    return [state.name for state in sorted(states, key=lambda state: state.timestamp)]
+
+
+def test_a_node_running_longer_than_a_second_shows_as_running_and_a_quick_one_is_one_state(tmp_path: Path) -> None:
+    project = make_shop_copy(tmp_path)
+    seen: dict[str, Any] = {}
+
+    def hold_orders(msg: Any) -> None:
+        # Runs in dbt's thread: keeps model orders running until the server shows it Running.
+        if msg.info.name == "NodeStart" and msg.data.node_info.unique_id == "model.shop.orders":
+            seen["while_running"] = poll(
+                lambda: by_name(task_runs(seen["flow_run_id"])).get("model orders"),
+                lambda run: run is not None and run.state_name == "Running",
+                timeout=30,
+            )
+
+    @flow(name="dbt-prefect-test")
+    def dbt_flow() -> None:
+        seen["flow_run_id"] = FlowRunContext.get().flow_run.id
+        runner_for(project).invoke(
+            ["build", "--select", "+orders", "--exclude", "resource_type:test", "resource_type:unit_test"],
+            callbacks=[hold_orders],
+        )
+        seen["runs"] = by_name(task_runs(seen["flow_run_id"]))
+
+    dbt_flow()
+    assert state_of(seen["while_running"]) == ("RUNNING", "Running")
+    runs = seen["runs"]
+    assert sorted(runs) == [
+        "model orders", "model stg_orders", "model stg_payments", "model stg_products", "seed raw_orders", "seed raw_products",
+    ]
+    orders = runs["model orders"]
+    assert state_names(orders.id) == ["Running", "Completed"]
+    assert orders.total_run_time >= dt.timedelta(seconds=1)
+    # A quick node is recorded by its terminal state alone, with its start and run time.
+    quick = runs["model stg_orders"]
+    assert state_names(quick.id) == ["Completed"]
+    assert quick.run_count == 1
+    assert quick.start_time is not None and quick.start_time < quick.end_time
+    assert quick.total_run_time == quick.end_time - quick.start_time
 
 
 def test_a_failing_test_fails_its_task_run_and_raises_one_summary(tmp_path: Path) -> None:

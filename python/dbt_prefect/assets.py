@@ -105,6 +105,10 @@ class AssetEmitter:
         self._scrub = scrub
         self.event_ids: list[uuid.UUID] = []
         self._upstream_assets: dict[str, Any] = {}
+        # Asset keys this invocation has already put on the server, by a materialization
+        # or a reference: an upstream asset is referenced once, and only if nothing in
+        # the run materialized it first (its lineage is on every child's materialization).
+        self._announced: set[str] = set()
 
     def _compiled_code(self, node: DbtNode) -> Optional[str]:
         if not self.include_compiled_code:
@@ -146,6 +150,9 @@ class AssetEmitter:
         asset = self._asset_of(node, adapter_type)
         upstream = [self._asset_of(parent, adapter_type) for parent in upstream_asset_nodes(node, self.catalog)]
         for parent_asset in upstream:
+            if parent_asset.key in self._announced:
+                continue
+            self._announced.add(parent_asset.key)
             event = emit_event(
                 event="prefect.asset.referenced",
                 resource=AssetContext.asset_as_resource(parent_asset),
@@ -172,6 +179,7 @@ class AssetEmitter:
             related=related,
             payload=payload,
         )
+        self._announced.add(asset.key)
         if event is not None:
             self.event_ids.append(event.id)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 from prefect.client.schemas.objects import StateType, TaskRun, TaskRunPolicy, TaskRunResult
-from prefect.states import Completed, Crashed, Failed, Pending, Running, State
+from prefect.states import Completed, Crashed, Failed, Running, State
 
 from dbt_prefect._prefect_compat import emit_task_run_state_change_event, flush_events_and_logs
 from dbt_prefect.events import (
@@ -48,6 +48,12 @@ FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "partial success"
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
+
+# A node's Running state is sent only once it has run this long. Most nodes finish
+# sooner, and then one terminal event records the whole task run (its start time, run
+# time and end time included): half the server writes per node. A node that runs longer
+# shows as Running in the UI after this delay.
+RUNNING_STATE_DELAY = 1.0
 
 # Set while a recorder that emits asset events runs: dbt_prefect.collect_metadata() only
 # queries the warehouse when someone will read its records (dbt copies the environment
@@ -99,13 +105,14 @@ class RunTarget:
 
 
 class _NodeRun:
-    __slots__ = ("node", "task_run", "last_event", "log_extra")
+    __slots__ = ("node", "task_run", "last_event", "log_extra", "started")
 
-    def __init__(self, node: DbtNode, task_run: TaskRun, log_extra: dict[str, Any]) -> None:
+    def __init__(self, node: DbtNode, task_run: TaskRun, log_extra: dict[str, Any], started: float) -> None:
         self.node = node
         self.task_run = task_run
         self.last_event: Any = None
         self.log_extra = log_extra
+        self.started = started  # dbt's NodeStart timestamp
 
 
 @dataclass
@@ -142,6 +149,8 @@ class RunRecorder:
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.forward = self._queue.put
         self._open: dict[str, _NodeRun] = {}
+        # Started nodes whose Running state is not sent yet, oldest first (see RUNNING_STATE_DELAY).
+        self._not_yet_running: dict[str, _NodeRun] = {}
         self._runs: dict[str, _NodeRun] = {}
         self.finished: dict[str, FinishedNode] = {}
         self.task_run_ids: list[uuid.UUID] = []
@@ -179,8 +188,17 @@ class RunRecorder:
 
     def _consume(self) -> None:
         get = self._queue.get
+        waiting = self._not_yet_running
         while True:
-            msg = get()
+            if waiting:
+                due = next(iter(waiting.values())).started + RUNNING_STATE_DELAY - time.time()
+                try:
+                    msg = get(timeout=max(due, 0.0))
+                except queue.Empty:
+                    self._send_due_running_states()
+                    continue
+            else:
+                msg = get()
             if msg is _STOP:
                 return
             if msg.__class__ is RecorderQuestion:
@@ -188,10 +206,22 @@ class RunRecorder:
                 continue
             try:
                 self._handle(msg)
+                if waiting:
+                    self._send_due_running_states()
             except Exception:  # never let one odd event stop the mirroring of the rest
                 if not self._handler_error_logged:
                     self._handler_error_logged = True
                     _logger.exception("dbt-prefect could not process dbt event %s", msg.info.name)
+
+    def _send_due_running_states(self) -> None:
+        deadline = time.time() - RUNNING_STATE_DELAY
+        waiting = self._not_yet_running
+        while waiting:
+            unique_id, run = next(iter(waiting.items()))
+            if run.started > deadline:
+                return
+            del waiting[unique_id]
+            self._set_state(run, Running(timestamp=_utc(run.started)))
 
     # -- events ----------------------------------------------------------------------
     def _handle(self, msg: Any) -> None:
@@ -217,14 +247,13 @@ class RunRecorder:
             return
         timestamp = event_timestamp(msg)
         task_run = self._new_task_run(node, timestamp)
-        run = _NodeRun(node, task_run, self._task_log_extra(task_run, node))
+        run = _NodeRun(node, task_run, self._task_log_extra(task_run, node), timestamp)
         self._open[node.unique_id] = run
         self._runs[node.unique_id] = run
         self.task_run_ids.append(task_run.id)
-        run.last_event = emit_task_run_state_change_event(
-            task_run=task_run, initial_state=None, validated_state=task_run.state
-        )
-        self._set_state(run, Running(timestamp=_utc(timestamp)))
+        # No Pending event: nothing is scheduled, dbt already started the node. Running is
+        # sent if the node is still running after RUNNING_STATE_DELAY.
+        self._not_yet_running[node.unique_id] = run
 
     def _node_finished(self, msg: Any) -> None:
         node_info = msg.data.node_info
@@ -307,9 +336,7 @@ class RunRecorder:
         target = self.target
         assert target is not None
         task_run_id = uuid.uuid4()
-        pending = Pending(timestamp=_utc(timestamp))
-        pending.state_details.task_run_id = task_run_id
-        pending.state_details.flow_run_id = target.flow_run.id
+        created = _utc(timestamp)
         inputs: dict[str, list[Any]] = {}
         upstream = [
             TaskRunResult(id=self._open_or_finished_id(parent.unique_id))
@@ -330,13 +357,9 @@ class RunRecorder:
             tags=list(getattr(target.flow_run, "tags", None) or []),
             task_inputs=inputs,
             flow_run_run_count=getattr(target.flow_run, "run_count", 0) or 0,
-            expected_start_time=pending.timestamp,
-            state_id=pending.id,
-            state_type=pending.type,
-            state_name=pending.name,
-            state=pending,
-            created=pending.timestamp,
-            updated=pending.timestamp,
+            expected_start_time=created,
+            created=created,
+            updated=created,
         )
 
     def _open_or_finished_id(self, unique_id: str) -> Optional[uuid.UUID]:
@@ -348,6 +371,12 @@ class RunRecorder:
 
     def _set_state(self, run: _NodeRun, state: State) -> None:
         task_run = run.task_run
+        if self._not_yet_running.pop(run.node.unique_id, None) is not None and not state.is_running():
+            # Finished before its Running state was sent: this one event carries the run.
+            started = _utc(run.started)
+            task_run.run_count = 1
+            task_run.start_time = started
+            task_run.total_run_time = max(state.timestamp - started, dt.timedelta(0))
         last = task_run.state
         if last is not None and state.timestamp <= last.timestamp:
             # The server orders a run's states by timestamp; keep them strictly increasing.
