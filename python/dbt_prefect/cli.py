@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
-import os
-import queue
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Optional, Sequence
+from typing import Annotated, Any, Optional, Sequence
 
 import typer
+
+from dbt_prefect.progress import ProgressDisplay, console_logs_to, live_terminal
 
 EXIT_SUCCESS, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -257,10 +255,10 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
         return EXIT_ERROR
 
     project = project_name(settings.project_dir)
-    display = ProgressDisplay(invocation.command, project, live=_live_terminal())
+    display = ProgressDisplay(invocation.command, project, live=live_terminal())
     outcome = _Outcome()
     dbt_flow = _make_flow(project, settings, options, display, outcome)
-    with display, _console_logs_to(display):
+    with display, console_logs_to(display):
         try:
             with tags(*options.tags):
                 outcome.state = dbt_flow(invocation.command, list(args), return_state=True)
@@ -358,269 +356,6 @@ def _dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profi
     except Exception:
         return None  # anything else is for dbt itself to report
     return None
-
-
-def _live_terminal() -> bool:
-    """Live progress on an interactive terminal; plain lines in CI, in pipes and on dumb terminals."""
-    ci = os.environ.get("CI", "").strip().lower()
-    if ci not in ("", "0", "false", "no"):
-        return False
-    if os.environ.get("TERM", "") == "dumb":
-        return False
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def _console_logs_to(display: "ProgressDisplay") -> Iterator[None]:
-    """Prefect's console handler would print every dbt line under the progress display.
-
-    While the command runs, those lines only go to the Prefect API (the flow run's logs)
-    and to logs/dbt.log; warnings from Prefect and dbt-prefect themselves are printed
-    through the display.
-    """
-    root = logging.getLogger()
-    terminal = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
-    consoles = [
-        h for h in root.handlers if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in terminal
-    ]
-    for handler in consoles:
-        root.removeHandler(handler)
-    handler = _DisplayLogHandler(display)
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        for console in consoles:
-            root.addHandler(console)
-
-
-class _DisplayLogHandler(logging.Handler):
-    _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
-
-    def __init__(self, display: "ProgressDisplay") -> None:
-        super().__init__(logging.WARNING)
-        self._display = display
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name.startswith(self._RUN_LOGGERS):
-            return  # dbt's own lines and the flow engine's messages: in the flow run's logs
-        try:
-            self._display.line(f"{record.levelname}: {record.getMessage()}")
-        except Exception:
-            pass
-
-
-# -- progress ------------------------------------------------------------------------
-_NODE_START, _NODE_FINISHED = "NodeStart", "NodeFinished"
-# dbt events that carry the number of nodes the command will run ("12 of 36 ...").
-# LogHookStartLine/LogHookEndLine carry a count of hooks instead and are left out.
-_TOTAL_EVENTS = frozenset(
-    {
-        "LogStartLine",
-        "SkippingDetails",
-        "LogSkipBecauseError",
-        "LogNodeResult",
-        "LogModelResult",
-        "LogSnapshotResult",
-        "LogSeedResult",
-        "LogFreshnessResult",
-        "LogNodeNoOpResult",
-        "LogFunctionResult",
-    }
-)
-_STOP = object()
-_STYLES = {"pass": "green", "warn": "yellow", "error": "red", "skip": "bright_black"}
-_MAX_RUNNING_SHOWN = 3
-
-
-class ProgressDisplay:
-    """Counts dbt's nodes as they start and finish, and shows it live or as plain lines.
-
-    ``callback`` is handed to ``invoke(callbacks=[...])``; dbt calls it from its worker
-    threads for every event, so it only queues the few events that matter. One thread
-    turns them into counts and lines; in live mode, rich redraws the display from the
-    counts several times a second.
-    """
-
-    def __init__(self, command: str, project: str, live: bool) -> None:
-        self.command = command
-        self.project = project
-        self.live = live
-        self.flow_run_name: Optional[str] = None
-        self.total: Optional[int] = None
-        self.done = 0
-        self.counts = {"pass": 0, "warn": 0, "error": 0, "skip": 0}
-        self.running: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
-        self._started = time.monotonic()
-        self._finished = False
-        self.succeeded = False  # set before the display stops: ✓ or ✗ on the last frame
-        self._live: Any = None
-        self.console: Any = None
-        self._spinner: Any = None
-
-    # -- called from dbt's threads -----------------------------------------------
-    def callback(self, msg: Any) -> None:
-        try:
-            name = msg.info.name
-            if name == _NODE_START or name == _NODE_FINISHED or name in _TOTAL_EVENTS:
-                self._queue.put(msg)
-        except Exception:
-            pass
-
-    def line(self, text: str) -> None:
-        """Print a line above the display (or as a plain line)."""
-        self._queue.put(text)
-
-    def flow_started(self, flow_run_name: str) -> None:
-        with self._lock:
-            self.flow_run_name = flow_run_name
-        self.line(f"Running dbt {self.command} of project {self.project} in Prefect flow run '{flow_run_name}'")
-
-    # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> "ProgressDisplay":
-        from rich.console import Console
-
-        self._started = time.monotonic()
-        if self.live:
-            from rich.live import Live
-            from rich.spinner import Spinner
-
-            self.console = Console(file=sys.stdout, highlight=False)
-            self._spinner = Spinner("dots", style="cyan")
-            self._live = Live(
-                get_renderable=self._render,
-                console=self.console,
-                refresh_per_second=10,
-                transient=False,
-                redirect_stdout=True,
-                redirect_stderr=True,
-            )
-            self._live.start()
-        else:
-            self.console = Console(file=sys.stdout, highlight=False, color_system=None, soft_wrap=True)
-        self._thread = threading.Thread(target=self._consume, name="dbt-prefect-progress", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        with self._lock:
-            self._finished = True
-            self.running.clear()
-        if self._live is not None:
-            self._live.refresh()
-            self._live.stop()
-
-    # -- the consumer thread ---------------------------------------------------------
-    def _consume(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            try:
-                if isinstance(item, str):
-                    self._print(item)
-                else:
-                    self._event(item)
-            except Exception:
-                pass  # the display must never disturb the run
-
-    def _print(self, text: str, style: Optional[str] = None) -> None:
-        if self.live:
-            from rich.text import Text
-
-            self._live.console.print(Text(text, style=style or ""))
-        else:
-            print(text, flush=True)
-
-    def _event(self, msg: Any) -> None:
-        from dbt_prefect.report import status_category, status_label
-
-        name = msg.info.name
-        data = msg.data
-        if name in _TOTAL_EVENTS:
-            total = int(getattr(data, "total", 0) or 0)
-            if total > 0:
-                with self._lock:
-                    self.total = total
-            return
-        node_info = data.node_info
-        if node_info.materialized == "ephemeral":
-            return  # ephemeral models are compiled into their children, never run
-        label = f"{node_info.resource_type} {node_info.node_name}"
-        if name == _NODE_START:
-            with self._lock:
-                self.running[node_info.unique_id] = label
-            return
-        result = data.run_result
-        status = result.status
-        category = status_category(status)
-        with self._lock:
-            self.running.pop(node_info.unique_id, None)
-            self.done += 1
-            self.counts[category] += 1
-            done, total = self.done, self.total
-        if self.live and category not in ("error", "warn"):
-            return
-        width = len(str(total)) if total else 1
-        position = f"{done:>{width}}/{total if total else '?'}"
-        timing = "" if status == "skipped" else f" [{result.execution_time:.2f}s]"
-        self._print(f"{position} {status_label(status):<5} {label}{timing}", _STYLES.get(category))
-
-    # -- live rendering (rich's refresh thread) --------------------------------------
-    def _render(self) -> Any:
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        from rich.text import Text
-
-        with self._lock:
-            total, done, finished = self.total, self.done, self._finished
-            counts = dict(self.counts)
-            running = list(self.running.values())
-            flow_run_name = self.flow_run_name
-        elapsed = int(time.monotonic() - self._started)
-        title = Text()
-        if finished:
-            title.append("✓ " if self.succeeded else "✗ ", style="green" if self.succeeded else "red")
-        title.append(f"dbt {self.command}", style="bold")
-        title.append(f" · {self.project}")
-        title.append(f" · flow run '{flow_run_name}'" if flow_run_name else " · starting Prefect flow run")
-        header = Table.grid(padding=(0, 1))
-        if finished:
-            header.add_row(title)
-        else:
-            header.add_row(self._spinner, title)
-        bar = Table.grid(padding=(0, 2))
-        shown_total = max(total or 0, done) or None
-        bar.add_row(
-            ProgressBar(total=float(shown_total) if shown_total else None, completed=done, width=40, pulse=shown_total is None and not finished),
-            Text(f"{done}/{shown_total if shown_total else '?'} nodes"),
-            Text(f"{elapsed // 60}:{elapsed % 60:02d}", style="cyan"),
-        )
-        tally = Text()
-        for i, category in enumerate(("pass", "warn", "error", "skip")):
-            if i:
-                tally.append(" · ")
-            tally.append(f"{category} {counts[category]}", style=_STYLES[category] if counts[category] else "")
-        parts: list[Any] = [header, bar, tally]
-        if not finished:
-            if running:
-                more = len(running) - _MAX_RUNNING_SHOWN
-                text = "running: " + ", ".join(running[:_MAX_RUNNING_SHOWN]) + (f" (+{more} more)" if more > 0 else "")
-            else:
-                text = "running: dbt is parsing the project" if done == 0 else "running: -"
-            parts.append(Text(text, no_wrap=True, overflow="ellipsis", style="bright_black"))
-        return Group(*parts)
 
 
 # -- the end -------------------------------------------------------------------------
