@@ -127,6 +127,37 @@ def make_pg_project(
     return project
 
 
+def make_small_project(
+    destination: Path, postgres: Postgres, schema: str, name: str, models: dict[str, str]
+) -> Path:
+    """A minimal project `name` with the given models (file name -> SQL), writing to `schema`."""
+    project = destination / name
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text(
+        f"name: {name}\nversion: '1.0.0'\nconfig-version: 2\nprofile: {name}\n"
+        "model-paths: ['models']\nflags:\n  send_anonymous_usage_stats: false\n"
+    )
+    for file_name, sql in models.items():
+        (project / "models" / file_name).write_text(sql)
+    (project / "profiles.yml").write_text(
+        f"""{name}:
+  target: dev
+  outputs:
+    dev:
+      type: postgres
+      host: {postgres.host}
+      port: {postgres.port}
+      user: {postgres.user}
+      password: "{{{{ prefect.blocks.secret.{SECRET_BLOCK} }}}}"
+      dbname: postgres
+      schema: {schema}
+      threads: 2
+"""
+    )
+    postgres.drop_schemas(schema)
+    return project
+
+
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[Any]:
     """A dask.distributed LocalCluster: 2 worker processes, one thread each."""

@@ -1,16 +1,26 @@
 """The only place dbt-prefect touches dbt-core internals. Checked against dbt-core 1.10 and 1.11.
 
+Everything here uses names that are not part of dbt's documented programmatic API
+(``dbtRunner``); each function or class says why it is needed. If an import fails (a dbt
+version that moved something), callers fall back to ``dbtRunner``: see ``NodeSession``.
+
 Why it is needed:
 - ``env_var()`` in dbt's Jinja reads the environment dbt copied when the invocation
   started (``dbt_common.context.InvocationContext.env``), not ``os.environ``. The run
   history macro asks the runner for the run's task-run ids halfway through the run (see
   events.py), so the answer has to go into that copy. It is set from dbt's own thread,
   inside the macro's ``log()`` call, and disappears with the invocation.
+- The orchestrator's warm worker (``NodeSession``) runs one node the way dbt's own
+  ``GraphRunnableTask.call_runner`` does, without dbt's per-command set-up: see there.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import MutableMapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 
 def set_invocation_env_var(name: str, value: str) -> None:
@@ -22,3 +32,331 @@ def set_invocation_env_var(name: str, value: str) -> None:
         env[name] = value
     else:  # a read-only mapping (dbt's case-insensitive one on Windows): replace it
         context._env = {**env, name: value}
+
+
+def forget_compilation(manifest: Any, unique_id: str) -> None:
+    """Make dbt compile the node (and the ephemeral models it inlines) afresh.
+
+    dbt compiles into the Manifest's node objects and marks ephemeral CTEs as injected;
+    a second run on the same Manifest (a retry, the next build on a warm worker)
+    re-renders the SQL but skips the injection, and the SQL names a CTE it no longer
+    defines. Node attributes ``compiled``, ``extra_ctes_injected``, ``extra_ctes`` and
+    ``_pre_injected_sql`` are dbt internals.
+    """
+    pending = [unique_id]
+    seen: set[str] = set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        node = manifest.nodes.get(current)
+        if node is None or _resource_type(node) == "seed" or not hasattr(node, "extra_ctes_injected"):
+            continue
+        node.compiled = False
+        node.compiled_code = None
+        node.extra_ctes_injected = False
+        node.extra_ctes = []
+        if hasattr(node, "_pre_injected_sql"):
+            node._pre_injected_sql = None
+        for parent_id in getattr(getattr(node, "depends_on", None), "nodes", None) or ():
+            parent = manifest.nodes.get(parent_id)
+            if parent is not None and getattr(getattr(parent, "config", None), "materialized", None) == "ephemeral":
+                pending.append(parent_id)
+
+
+def _resource_type(entry: Any) -> str:
+    value = getattr(entry, "resource_type", "")
+    return str(getattr(value, "value", value))
+
+
+class WarmPathUnavailable(Exception):
+    """The warm path cannot run here (a dbt version it does not know, a node type it does not run)."""
+
+
+class _EventForwarder:
+    """The one dbt event callback of warm sessions: forwards to the node running now.
+
+    dbt's event manager is process-wide and its set-up opens dbt.log, so it is set up once
+    (and again only after something else, e.g. a runner invocation, replaced it); the
+    node's own listener is swapped in and out around each node. Nodes take turns on the
+    process-wide dbt lock, so one slot is enough.
+    """
+
+    def __init__(self) -> None:
+        self.target: Optional[Callable[[Any], None]] = None
+        self.flags: Any = None  # the Flags the event manager was set up with
+
+    def __call__(self, msg: Any) -> None:
+        target = self.target
+        if target is not None:
+            target(msg)
+
+
+_FORWARDER = _EventForwarder()
+
+
+class NodeSession:
+    """One warm dbt session for one project in this process: dbt's set-up done once.
+
+    What ``dbt build`` does once per command and the session keeps: the global Flags (one
+    per full_refresh value), the RuntimeConfig (profile, project, vars, target), a
+    BuildTask (for its runner types and ``call_runner``, which fires NodeStart and
+    NodeFinished and turns exceptions into an error RunResult), and the adapter with its
+    macro resolver, query header and open connection.
+
+    What it skips that a one-node ``dbt build`` pays every time: click parsing, flag
+    resolution, profile/project loading, adapter registration, the graph compilation
+    of the whole manifest and the selector, the per-command event logger set-up.
+
+    dbt internals used (checked against dbt-core 1.10 and 1.11):
+      - ``dbt.cli.flags.Flags``/``args_to_context``, ``dbt.flags.set_flags``: the global
+        flags the runners read (``get_flags().FULL_REFRESH``, ``INTROSPECT``, ...);
+      - ``dbt.config.runtime.load_profile``/``load_project``, ``RuntimeConfig.from_parts``,
+        as ``dbt.cli.requires`` builds them;
+      - ``dbt.adapters.factory.FACTORY.adapters``: dbt keeps one adapter per adapter type
+        per process; the session owns its adapter and puts it there only while one of its
+        nodes runs, so two projects with different credentials in one process never share
+        an adapter, and a runner invocation in between registers its own;
+      - ``BuildTask.get_runner_type``/``call_runner``, the node runner classes' constructor;
+      - the adapter's connection manager ``release``/``_rollback_handle`` (kept open,
+        below) and its relation cache ``adapter.cache``;
+      - ``dbt_common.context.set_invocation_context``, ``reset_invocation_id`` and
+        ``dbt.events.logging.setup_event_logger``, as ``dbt.cli.requires.preflight`` does.
+
+    The connection: dbt closes a node's connection when the node ends (``release``); the
+    session instead rolls back whatever the node left uncommitted and keeps it open, so
+    the next node on this thread skips the connect and authentication. After a node
+    ends in error the connection is closed for real, so a retry starts clean.
+
+    The relation cache: dbt fills it once per command and trusts it, because one process
+    makes every change. Here other workers change the database between two nodes of this
+    worker, including relations of nodes that run here (PostgreSQL's ``drop ... cascade``
+    of a replaced parent view drops its child views), so the cache is emptied before
+    every node and the node lists its schema afresh, as a one-node ``dbt build`` does.
+    Schemas are created once per build (``build_id``), as dbt's create_schemas does once
+    per command.
+    """
+
+    def __init__(self, args: Sequence[str], manifest: Any) -> None:
+        # Imports first: an unknown dbt version fails here, and the caller falls back.
+        from dbt.adapters.factory import FACTORY  # noqa: F401
+        from dbt.task.build import BuildTask  # noqa: F401
+
+        self.args = list(args)
+        self.manifest = manifest
+        self._variants: dict[bool, tuple[Any, Any, Any]] = {}
+        self.adapter: Any = None
+        self.build_id: Optional[str] = None
+        self._schemas_ready: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+        self._open()
+
+    # -- set-up, once ---------------------------------------------------------------
+    def _open(self) -> None:
+        from dbt.adapters.factory import get_adapter, register_adapter
+        from dbt.context.providers import generate_runtime_macro_context
+        from dbt.context.query_header import generate_query_header_context
+        from dbt.mp_context import get_mp_context
+
+        flags, config, _ = self._variant(False)
+        saved = self._take_registered(config.credentials.type)
+        try:
+            # dbt's own registration (plugin loading included), then the adapter is ours.
+            register_adapter(config, get_mp_context())
+            adapter = get_adapter(config)
+        finally:
+            self._restore_registered(config.credentials.type, saved)
+        adapter.set_macro_context_generator(generate_runtime_macro_context)
+        adapter.set_macro_resolver(self.manifest)
+        adapter.connections.set_query_header(generate_query_header_context(adapter.config, self.manifest))
+        _keep_connections_open(adapter)
+        self.adapter = adapter
+
+    def _variant(self, full_refresh: bool) -> tuple[Any, Any, Any]:
+        """(Flags, RuntimeConfig, BuildTask) for `dbt build [--full-refresh]`, built once each."""
+        found = self._variants.get(full_refresh)
+        if found is not None:
+            return found
+        from dbt.cli.flags import Flags, args_to_context
+        from dbt.config.runtime import RuntimeConfig, load_profile, load_project
+        from dbt.flags import set_flags
+        from dbt.task.build import BuildTask
+
+        self._set_invocation_env()
+        flags = Flags(args_to_context(["build", *self.args, *(["--full-refresh"] if full_refresh else [])]))
+        set_flags(flags)
+        profile = load_profile(flags.PROJECT_DIR, flags.VARS, flags.PROFILE, flags.TARGET, getattr(flags, "THREADS", None))
+        project = load_project(flags.PROJECT_DIR, flags.VERSION_CHECK, profile, flags.VARS, validate=True)
+        config = RuntimeConfig.from_parts(project, profile, flags)
+        task = BuildTask(flags, config, self.manifest)
+        self._variants[full_refresh] = (flags, config, task)
+        return flags, config, task
+
+    @staticmethod
+    def _take_registered(adapter_type: str) -> Any:
+        from dbt.adapters.factory import FACTORY
+
+        with FACTORY.lock:
+            return FACTORY.adapters.pop(adapter_type, None)
+
+    @staticmethod
+    def _restore_registered(adapter_type: str, previous: Any) -> None:
+        from dbt.adapters.factory import FACTORY
+
+        with FACTORY.lock:
+            FACTORY.adapters.pop(adapter_type, None)
+            if previous is not None:
+                FACTORY.adapters[adapter_type] = previous
+
+    @contextmanager
+    def _registered(self) -> Iterator[None]:
+        """This session's adapter is the process's adapter of its type while a node runs."""
+        from dbt.adapters.factory import FACTORY
+
+        adapter_type = self.adapter.config.credentials.type
+        with FACTORY.lock:
+            previous = FACTORY.adapters.get(adapter_type)
+            FACTORY.adapters[adapter_type] = self.adapter
+        try:
+            yield
+        finally:
+            with FACTORY.lock:
+                if previous is None:
+                    FACTORY.adapters.pop(adapter_type, None)
+                else:
+                    FACTORY.adapters[adapter_type] = previous
+
+    # -- per node -------------------------------------------------------------------
+    @staticmethod
+    def _set_invocation_env() -> None:
+        # As dbt's preflight: env_var() reads this copy of os.environ (secrets set now).
+        from dbt_common.context import set_invocation_context
+        from dbt_common.invocation import reset_invocation_id
+
+        set_invocation_context(dict(os.environ))
+        reset_invocation_id()
+
+    @staticmethod
+    def _route_events(flags: Any) -> None:
+        from dbt.events.logging import setup_event_logger
+        from dbt_common.events.event_manager_client import get_event_manager
+
+        manager = get_event_manager()
+        if _FORWARDER.flags is flags and _FORWARDER in manager.callbacks:
+            return
+        setup_event_logger(flags, callbacks=[_FORWARDER])
+        _FORWARDER.flags = flags
+
+    def node(self, unique_id: str) -> Any:
+        return self.manifest.nodes.get(unique_id) or self.manifest.unit_tests.get(unique_id)
+
+    def check_supported(self, unique_id: str) -> None:
+        """Raise WarmPathUnavailable for nodes the session does not run (microbatch models)."""
+        from dbt.task.run import MicrobatchModelRunner
+
+        node = self.node(unique_id)
+        if node is None:
+            raise WarmPathUnavailable(f"{unique_id} is not in the parsed manifest")
+        _, _, task = self._variant(False)
+        runner_type = task.get_runner_type(node)
+        if runner_type is None or (isinstance(runner_type, type) and issubclass(runner_type, MicrobatchModelRunner)):
+            # Microbatch models run their batches on the task's thread pool.
+            raise WarmPathUnavailable(f"{unique_id} needs dbt's own build task ({getattr(runner_type, '__name__', None)})")
+
+    def run_node(self, unique_id: str, full_refresh: bool, build_id: Optional[str], listener: Callable[[Any], None]) -> Any:
+        """Run one node as `dbt build` would; return dbt's RunResult. Call with the dbt lock held."""
+        from dbt.artifacts.schemas.results import NodeStatus
+        from dbt.flags import set_flags
+        from dbt_common.context import get_invocation_context
+
+        flags, config, task = self._variant(full_refresh)
+        set_flags(flags)
+        self._set_invocation_env()
+        get_invocation_context().uses_adapter(config.credentials.type)
+        self._route_events(flags)
+        self._start_build(build_id)
+        node = self.node(unique_id)
+        _FORWARDER.target = listener
+        try:
+            with self._registered():
+                self._ensure_schema(config, node)
+                runner = task.get_runner_type(node)(config, self.adapter, node, 1, 1)
+                result = task.call_runner(runner)
+                task._raise_next_tick = None  # fail-fast bookkeeping of a multi-node run
+        finally:
+            _FORWARDER.target = None
+        if result.status == NodeStatus.Error:
+            self._reset_connection()
+        return result
+
+    def _start_build(self, build_id: Optional[str]) -> None:
+        # Other workers changed the database since this worker's last node: see the class doc.
+        self.adapter.cache.clear()
+        if build_id is not None and build_id == self.build_id:
+            return
+        self.build_id = build_id
+        self._schemas_ready.clear()
+
+    def _ensure_schema(self, config: Any, node: Any) -> None:
+        """Create the node's schema when missing, once per build, as dbt's create_schemas does."""
+        if not getattr(node, "is_relational", False) or getattr(node, "is_ephemeral", False):
+            return
+        relation = self.adapter.Relation.create_from(config, node).without_identifier()
+        if relation.schema is None:
+            return
+        key = (str(relation.database or "").lower(), relation.schema.lower())
+        if key in self._schemas_ready:
+            return
+        database = relation.include(database=True, schema=False, identifier=False)
+        with self.adapter.connection_named("master"):
+            existing = {s.lower() for s in self.adapter.list_schemas(str(database) if relation.database else None) if s}
+            if relation.schema.lower() not in existing:
+                self.adapter.create_schema(relation)
+        self._schemas_ready.add(key)
+
+    def _reset_connection(self) -> None:
+        """After an error: close this thread's connection for real and forget the schemas seen."""
+        manager = self.adapter.connections
+        try:
+            _close_connection(manager)
+        finally:
+            self.adapter.cache.clear()
+            self._schemas_ready.clear()
+
+    def close(self) -> None:
+        try:
+            self.adapter.cleanup_connections()
+        except Exception:  # closing a connection the server already dropped
+            pass
+
+
+def _keep_connections_open(adapter: Any) -> None:
+    """Make ``release`` (called by dbt when a node's connection scope ends) keep it open.
+
+    It rolls back what the node left uncommitted, as dbt's close does, and keeps the
+    handle: the next node on this thread reuses it (``set_connection_name`` reuses an
+    open connection of the thread and only renames it). Temporary objects and session
+    settings of a node live on until the connection closes, as in any pooled connection.
+    """
+    manager = adapter.connections
+
+    def release() -> None:
+        connection = manager.get_if_exists()
+        if connection is None or connection.state != "open":
+            return
+        # Always roll back: the driver may hold a transaction dbt did not mark as open.
+        type(manager)._rollback_handle(connection)
+        connection.transaction_open = False
+
+    manager.release = release
+
+
+def _close_connection(manager: Any) -> None:
+    connection = manager.get_if_exists()
+    if connection is None:
+        return
+    try:
+        type(manager).close(connection)
+    except Exception:
+        manager.clear_thread_connection()

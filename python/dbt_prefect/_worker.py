@@ -1,11 +1,15 @@
-"""What runs on a worker process: one dbt node, with its project parsed once per process.
+"""What runs on a worker process: one dbt node, with a warm dbt session per project.
 
 A worker (a Dask worker process, a process-pool process, or the flow's own process for
 thread pools) keeps a module-level cache, one entry per project key: the project files,
-a private profiles directory and the Manifest dbt parsed there. Every node task then
-calls ``dbtRunner(manifest=...)`` with a one-node selector, so a node costs dbt's
-per-invocation set-up and its SQL, never a parse. The first node of a project on a
-worker pays the parse once (``NodeOutcome.cold_start_seconds``).
+a private profiles directory, the Manifest dbt parsed there and a warm dbt session
+(_dbt_compat.NodeSession: flags, RuntimeConfig, the adapter with its connection kept
+open). A node then runs the way ``dbt build`` runs each of its nodes (the node runner's
+``run_with_hooks`` through ``call_runner``), so it costs its SQL, not dbt's per-command
+set-up. The first node of a project on a worker pays the parse and the session once
+(``NodeOutcome.cold_start_seconds``). Where the session cannot be set up (a dbt version
+it does not know) or cannot run a node (microbatch models), the node runs through
+``dbtRunner(manifest=...)`` with a one-node selector instead.
 
 dbt keeps process-wide state, so dbt invocations in one process take turns on the lock
 the runner uses; run one thread per worker process (``nthreads=1``) for parallelism.
@@ -25,6 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
+
+from dbt_prefect._dbt_compat import forget_compilation
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -100,7 +106,9 @@ class NodeOutcome:
 
 
 class _WarmProject:
-    __slots__ = ("spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "_tmp")
+    __slots__ = (
+        "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "_tmp",
+    )
 
     def __init__(self, spec_key: str, project_dir: Path, profiles_dir: Path, target_path: Path, tmp: Path) -> None:
         self.spec_key = spec_key
@@ -109,15 +117,22 @@ class _WarmProject:
         self.target_path = target_path
         self.manifest: Any = None
         self.catalog: Any = None
+        self.session: Any = None  # _dbt_compat.NodeSession, or None: the dbtRunner path
         self._tmp = tmp
 
     def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 # Warm projects of this process, by ProjectSpec.key. A handful at most.
 _CACHE: dict[str, _WarmProject] = {}
 _CACHE_LIMIT = 8
+# How many warm dbt sessions this process opened (the tests read it on the workers).
+SESSIONS_OPENED = 0
+# Why the warm path is off in this process, logged once.
+_FALLBACK_LOGGED: set[str] = set()
 
 
 def worker_name() -> str:
@@ -210,6 +225,8 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
             del manifest.nodes[unique_id]
         project.manifest = manifest
         project.catalog = NodeCatalog(manifest)
+        with _secret_environment(spec.secret_env):
+            project.session = _open_session(spec, project)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -219,6 +236,37 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
         oldest.close()
     _CACHE[spec.key] = project
     return project, time.perf_counter() - started
+
+
+def _session_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
+    # No manifest.json/run_results.json per node; no relation-cache warm-up of the whole
+    # project: the materializations list a schema when they first need it.
+    return [*_common_args(spec, project), "--no-write-json", "--no-populate-cache", "--threads", "1", "--log-level", "none"]
+
+
+def _open_session(spec: ProjectSpec, project: _WarmProject) -> Any:
+    """The warm dbt session of this project, or None (logged once) when dbt does not allow it."""
+    global SESSIONS_OPENED
+    try:
+        from dbt_prefect._dbt_compat import NodeSession
+
+        session = NodeSession(_session_args(spec, project), project.manifest)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(reason)
+            _logger.warning(
+                "dbt-prefect: no warm dbt session on worker %s (%s); nodes run through dbtRunner, "
+                "paying dbt's per-command set-up each", worker_name(), reason,
+            )
+        return None
+    SESSIONS_OPENED += 1
+    return session
+
+
+def sessions_opened() -> int:
+    """How many warm dbt sessions this process opened (for tests, run on the workers)."""
+    return SESSIONS_OPENED
 
 
 def _resource_type(entry: Any) -> str:
@@ -279,6 +327,8 @@ class NodeOptions:
     concurrency_limit: Optional[str] = None
     include_compiled_code: bool = False
     disable_assets: bool = False
+    # One id per run_build: a warm session trusts its relation cache for one build only.
+    build_id: Optional[str] = None
 
 
 def _upstream_outcomes(upstream: Sequence[Any], unique_ids: Sequence[str]) -> list[NodeOutcome]:
@@ -374,25 +424,63 @@ def _invoke_node(
     outcome: NodeOutcome,
     node_results: Any,
 ) -> NodeOutcome:
-    from dbt.cli.main import dbtRunner
-
     from dbt_prefect.levels import python_level
 
     entry = project.catalog.manifest_entry(unique_id)
     if entry is None:
         outcome.message = f"{unique_id} is not in the project parsed on worker {outcome.worker}"
         return outcome
-    resource_type = _resource_type(entry)
-    command = NODE_COMMANDS[resource_type]
     threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
     node_log = _NodeLog(unique_id, threshold, scrub)
+    forget_compilation(project.manifest, unique_id)
+    if _warm_path(project, unique_id):
+        _run_in_session(spec, project, unique_id, options, scrub, outcome, node_log)
+    else:
+        _run_with_dbt_runner(spec, project, entry, scrub, outcome, node_log, node_results)
+    if not options.disable_assets and node_log.node_info is not None:
+        outcome.asset_event_ids = _emit_assets(project, unique_id, outcome, node_log, options, scrub)
+    return outcome
+
+
+def _warm_path(project: _WarmProject, unique_id: str) -> bool:
+    if project.session is None:
+        return False
+    from dbt_prefect._dbt_compat import WarmPathUnavailable
+
+    try:
+        project.session.check_supported(unique_id)
+    except WarmPathUnavailable as exc:
+        _logger.debug("dbt-prefect: %s runs through dbtRunner: %s", unique_id, exc)
+        return False
+    return True
+
+
+def _run_in_session(
+    spec: ProjectSpec, project: _WarmProject, unique_id: str, options: NodeOptions, scrub: Any,
+    outcome: NodeOutcome, node_log: "_NodeLog",
+) -> None:
+    outcome.ran_from = time.time()
+    with _secret_environment(spec.secret_env):
+        result = project.session.run_node(unique_id, spec.full_refresh, options.build_id, node_log)
+    outcome.ran_to = time.time()
+    outcome.status = str(getattr(result.status, "value", result.status))
+    outcome.message = scrub(result.message or "")
+    outcome.execution_time = float(getattr(result, "execution_time", 0.0) or 0.0)
+
+
+def _run_with_dbt_runner(
+    spec: ProjectSpec, project: _WarmProject, entry: Any, scrub: Any, outcome: NodeOutcome,
+    node_log: "_NodeLog", node_results: Any,
+) -> None:
+    """The fallback: a one-node dbt command on the parsed manifest (dbt's per-command set-up each time)."""
+    from dbt.cli.main import dbtRunner
+
+    unique_id = entry.unique_id
+    command = NODE_COMMANDS[_resource_type(entry)]
     args = [command, "--select", node_selector(entry), *_common_args(spec, project)]
-    # No manifest.json/run_results.json per node, and no relation-cache warm-up query
-    # per invocation: the materializations look relations up as they need them.
     args += ["--no-write-json", "--no-populate-cache", "--threads", "1"]
     if spec.full_refresh and command in ("run", "seed", "build"):
         args.append("--full-refresh")
-    _forget_compilation(project.manifest, unique_id)
     outcome.ran_from = time.time()
     with _secret_environment(spec.secret_env):
         result = dbtRunner(manifest=project.manifest, callbacks=[node_log]).invoke(args, log_level="none")
@@ -407,39 +495,6 @@ def _invoke_node(
         outcome.message = scrub(f"dbt failed: {type(result.exception).__name__}: {result.exception}")
     else:
         outcome.message = f"dbt did not run {unique_id} (selector {node_selector(entry)!r} matched nothing)"
-    if not options.disable_assets and node_log.node_info is not None:
-        outcome.asset_event_ids = _emit_assets(project, unique_id, outcome, node_log, options, scrub)
-    return outcome
-
-
-def _forget_compilation(manifest: Any, unique_id: str) -> None:
-    """Make dbt compile the node (and the ephemeral models it inlines) afresh.
-
-    dbt compiles into the Manifest's node objects and marks ephemeral CTEs as injected;
-    a second invocation on the same Manifest (a retry, the next build on a warm worker)
-    re-renders the SQL but skips the injection, and the SQL names a CTE it no longer
-    defines. dbt internals, checked against dbt-core 1.10 and 1.11.
-    """
-    pending = [unique_id]
-    seen: set[str] = set()
-    while pending:
-        current = pending.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        node = manifest.nodes.get(current)
-        if node is None or _resource_type(node) == "seed" or not hasattr(node, "extra_ctes_injected"):
-            continue
-        node.compiled = False
-        node.compiled_code = None
-        node.extra_ctes_injected = False
-        node.extra_ctes = []
-        if hasattr(node, "_pre_injected_sql"):
-            node._pre_injected_sql = None
-        for parent_id in getattr(getattr(node, "depends_on", None), "nodes", None) or ():
-            parent = manifest.nodes.get(parent_id)
-            if parent is not None and getattr(getattr(parent, "config", None), "materialized", None) == "ephemeral":
-                pending.append(parent_id)
 
 
 def _emit_assets(

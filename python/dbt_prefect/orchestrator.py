@@ -6,8 +6,9 @@ seeds, models and snapshots (ephemeral models folded away) with the tests placed
 ``test_strategy``. Every node is then submitted to the flow's task runner with
 ``wait_for`` on its upstream nodes, so a node starts as soon as its parents finish.
 
-On the worker (see _worker.py) a node costs its SQL and dbt's per-invocation set-up, not
-a parse. Task-run names, states, logs, assets and the failure summary come from the same
+On the worker (see _worker.py) a node costs its SQL: each worker process keeps a warm
+dbt session per project (the parsed manifest, dbt's configuration and the adapter with
+its connection open), set up by the first node it runs. Task-run names, states, logs, assets and the failure summary come from the same
 code as the runner's (nodes.py, tracking.py, assets.py, failures.py).
 """
 
@@ -295,7 +296,8 @@ class PrefectDbtOrchestrator:
 
     Call ``run_build`` inside a flow. The flow's task runner decides where nodes run:
     ThreadPoolTaskRunner (nodes take turns in the flow's process: dbt is not thread-safe),
-    or prefect-dask's DaskTaskRunner for parallel worker processes, local or remote.
+    ProcessPoolTaskRunner (parallel local processes), or prefect-dask's DaskTaskRunner for
+    parallel worker processes, local or remote. Each process keeps a warm dbt session.
     """
 
     def __init__(
@@ -375,6 +377,7 @@ class PrefectDbtOrchestrator:
                 concurrency_limit=limit_name,
                 include_compiled_code=self.include_compiled_code,
                 disable_assets=self.disable_assets,
+                build_id=uuid.uuid4().hex,
             )
             futures = self._submit(plan, spec, options)
             from prefect.futures import wait
