@@ -21,10 +21,12 @@ needs only the `distributed` extra (prefect-dask, dask[distributed], dbt-postgre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from typing import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,11 +172,42 @@ def per_node(results: list) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def profiled(directory: Path | None, label: str, cluster) -> Iterator[None]:
+    """py-spy on this process and the cluster's workers while the block runs (GIL holders only:
+    the samples are Python CPU, not threads waiting on I/O or locks)."""
+    if directory is None:
+        yield
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    from distributed import Client
+
+    with Client(cluster.scheduler_address) as client:
+        pids = {"flow": os.getpid(), **{f"worker{i}": pid for i, pid in enumerate(client.run(os.getpid).values())}}
+    spies = [
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--gil", "-r", "100", "-f", "raw",
+             "-o", str(directory / f"{label}-{name}.raw"), "--pid", str(pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)
+        for spy in spies:
+            spy.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--workers", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--profile-dir", type=Path, default=None,
+                        help="py-spy (GIL samples, raw format) of the flow process and every Dask worker during the warm build")
     args = parser.parse_args()
 
     server = start_prefect()
@@ -192,7 +226,8 @@ def main() -> None:
             runner_s = run_runner(project, workers)
             with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
                 cold_s, cold_results = run_orchestrator(project, DaskTaskRunner(address=cluster.scheduler_address))
-                warm_s, warm_results = run_orchestrator(project, DaskTaskRunner(address=cluster.scheduler_address))
+                with profiled(args.profile_dir, f"w{workers}", cluster):
+                    warm_s, warm_results = run_orchestrator(project, DaskTaskRunner(address=cluster.scheduler_address))
             row = {
                 "workers": workers,
                 "runner_build_s": round(runner_s, 2),

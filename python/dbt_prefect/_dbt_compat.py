@@ -290,6 +290,41 @@ class NodeSession:
             self._reset_connection()
         return result
 
+    def run_hooks(self, hook_type: str, hook_nodes: dict[str, Any], results: Sequence[Any], listener: Callable[[Any], None]) -> list[Any]:
+        """Run the project's on-run-start or on-run-end hooks as ``dbt build`` does; return their RunResults.
+
+        ``hook_nodes`` are kept out of the worker's manifest (so that the dbtRunner fallback
+        never runs them with a node) and put back for this call only. ``results`` are the
+        RunResults an on-run-end hook reads as ``results`` (see ``run_result``). dbt
+        internals: ``GraphRunnableTask.safe_run_hooks`` and the context ``RunTask.after_run``
+        gives on-run-end hooks. Call with the dbt lock held.
+        """
+        from dbt.flags import set_flags
+        from dbt.node_types import RunHookType
+        from dbt_common.context import get_invocation_context
+
+        flags, config, task = self._variant(False)
+        set_flags(flags)
+        self._set_invocation_env()
+        get_invocation_context().uses_adapter(config.credentials.type)
+        self._route_events(flags)
+        start = hook_type == "on-run-start"
+        extra = {} if start else _end_hook_context(results)
+        self.manifest.nodes.update(hook_nodes)
+        ran_before = len(task.node_results)
+        _FORWARDER.target = listener
+        try:
+            with self._registered():
+                with self.adapter.connection_named("master"):
+                    task.safe_run_hooks(self.adapter, RunHookType.Start if start else RunHookType.End, extra)
+        finally:
+            _FORWARDER.target = None
+            for unique_id in hook_nodes:
+                self.manifest.nodes.pop(unique_id, None)
+        ran = list(task.node_results[ran_before:])
+        del task.node_results[ran_before:]
+        return ran
+
     def _start_build(self, build_id: Optional[str]) -> None:
         # Other workers changed the database since this worker's last node: see the class doc.
         self.adapter.cache.clear()
@@ -329,6 +364,30 @@ class NodeSession:
             self.adapter.cleanup_connections()
         except Exception:  # closing a connection the server already dropped
             pass
+
+
+def run_result(node: Any, status: str, message: str, execution_time: float) -> Any:
+    """A dbt RunResult for a node the orchestrator ran, as on-run-end hooks expect in ``results``."""
+    from dbt.artifacts.schemas.results import NodeStatus
+    from dbt.artifacts.schemas.run import RunResult
+
+    return RunResult(
+        status=NodeStatus(status), timing=[], thread_id="dbt-prefect-orchestrator", execution_time=execution_time,
+        adapter_response={}, message=message, failures=None, node=node,
+    )
+
+
+def _end_hook_context(results: Sequence[Any]) -> dict[str, Any]:
+    # What RunTask.after_run gives on-run-end hooks, from the nodes' results.
+    from dbt.artifacts.schemas.results import NodeStatus
+
+    failed = (NodeStatus.Error, NodeStatus.Fail, NodeStatus.Skipped)
+    built = {
+        (r.node.database, r.node.schema)
+        for r in results
+        if getattr(r.node, "is_relational", False) and r.status not in failed
+    }
+    return {"schemas": list({schema for _, schema in built}), "results": list(results), "database_schemas": list(built)}
 
 
 def _keep_connections_open(adapter: Any) -> None:

@@ -107,7 +107,7 @@ class NodeOutcome:
 
 class _WarmProject:
     __slots__ = (
-        "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "_tmp",
+        "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "hooks", "_tmp",
     )
 
     def __init__(self, spec_key: str, project_dir: Path, profiles_dir: Path, target_path: Path, tmp: Path) -> None:
@@ -118,6 +118,7 @@ class _WarmProject:
         self.manifest: Any = None
         self.catalog: Any = None
         self.session: Any = None  # _dbt_compat.NodeSession, or None: the dbtRunner path
+        self.hooks: dict[str, Any] = {}  # on-run-start/end hook nodes, kept out of the manifest
         self._tmp = tmp
 
     def close(self) -> None:
@@ -219,10 +220,10 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
                 "(the worker needs the project files and the packages: a shared path, or ship_project=True)"
             )
         manifest = result.result
-        # Project hooks (on-run-start/end) must not run with every node: drop them from
-        # this worker's private manifest.
+        # Project hooks (on-run-start/end) run once per build, in their own tasks
+        # (run_hooks), never with a node: keep them out of this worker's manifest.
         for unique_id in [u for u, n in manifest.nodes.items() if _resource_type(n) == "operation"]:
-            del manifest.nodes[unique_id]
+            project.hooks[unique_id] = manifest.nodes.pop(unique_id)
         project.manifest = manifest
         project.catalog = NodeCatalog(manifest)
         with _secret_environment(spec.secret_env):
@@ -282,13 +283,14 @@ def node_selector(entry: Any) -> str:
 class _NodeLog:
     """The dbt callback for one node invocation: its lines go to the node's task run."""
 
-    def __init__(self, unique_id: str, threshold: int, scrub: Any) -> None:
+    def __init__(self, unique_id: str, threshold: int, scrub: Any, also: frozenset[str] = frozenset()) -> None:
         from prefect.logging import get_run_logger
 
         adapter = get_run_logger()
         self.logger: logging.Logger = getattr(adapter, "logger", adapter)
         self.extra: dict[str, Any] = dict(getattr(adapter, "extra", {}) or {})
         self.unique_id = unique_id
+        self.own_ids = also | {unique_id}  # nodes whose lines are this task's own (hooks: all of them)
         self.threshold = threshold
         self.scrub = scrub
         self.node_info: Any = None
@@ -304,7 +306,7 @@ class _NodeLog:
         level = event_level(msg)
         # The node's own lines, as in the runner; of the run-level lines of this one-node
         # invocation ("Found 12 models", the summary) only warnings and errors.
-        if unique_id == self.unique_id:
+        if unique_id in self.own_ids:
             if level < self.threshold:
                 return
         elif level < max(self.threshold, logging.WARNING):
@@ -402,6 +404,42 @@ def run_node(
     state = state_for_status(outcome.status, outcome.message, outcome.finished)
     state.data = outcome
     return state
+
+
+def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstream_ids: Sequence[str]) -> Any:
+    """Run the project's on-run-start or on-run-end hooks in the current task run; return its state.
+
+    An on-run-end hook sees the build's nodes as ``results``, from their outcomes
+    (``upstream``). The state is Failed, with dbt's message, when a hook failed.
+    """
+    from dbt_prefect._dbt_compat import run_result
+    from dbt_prefect.levels import python_level
+    from dbt_prefect.runner import _scrubber
+    from dbt_prefect.tracking import state_for_status
+
+    scrub = _scrubber(spec.secret_env.values)
+    status, message = "error", ""
+    try:
+        with _invocation_lock():
+            project, _ = warm_project(spec)
+            if project.session is None:
+                raise RuntimeError(f"on-run hooks need a warm dbt session, which worker {worker_name()} could not open")
+            hooks = {u: n for u, n in project.hooks.items() if hook_type in (getattr(n, "tags", None) or ())}
+            results = []
+            for outcome in _upstream_outcomes(upstream, upstream_ids):
+                node = project.manifest.nodes.get(outcome.unique_id) or project.manifest.unit_tests.get(outcome.unique_id)
+                if node is not None:
+                    results.append(run_result(node, outcome.status, outcome.message, outcome.execution_time))
+            threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
+            listener = _NodeLog(hook_type, threshold, scrub, also=frozenset(hooks))
+            with _secret_environment(spec.secret_env):
+                ran = project.session.run_hooks(hook_type, hooks, results, listener)
+        failed = [r for r in ran if str(getattr(r.status, "value", r.status)) == "error"]
+        status = "error" if failed else "success"
+        message = scrub((failed[0].message or "") if failed else f"{len(ran)} {hook_type} hooks passed")
+    except Exception as exc:  # the hook task ends Failed with the reason, like a node
+        message = scrub(f"{type(exc).__name__}: {exc}")
+    return state_for_status(status, message, time.time())
 
 
 @contextmanager

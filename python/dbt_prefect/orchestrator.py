@@ -28,7 +28,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
-from dbt_prefect._worker import NodeOptions, NodeOutcome, ProjectSpec, SecretEnv, pack_project, run_node
+from dbt_prefect._worker import NodeOptions, NodeOutcome, ProjectSpec, SecretEnv, pack_project, run_hooks, run_node
 from dbt_prefect.errors import DbtPrefectError
 from dbt_prefect.settings import PrefectDbtSettings
 
@@ -63,7 +63,8 @@ class PlannedNode:
 @dataclass
 class BuildPlan:
     nodes: list[PlannedNode]  # in an order where every node comes after what it waits for
-    has_hooks: bool = False
+    # "on-run-start" and/or "on-run-end", when the project (or a package) defines such hooks.
+    hook_types: tuple[str, ...] = ()
 
     def by_id(self) -> dict[str, PlannedNode]:
         return {n.unique_id: n for n in self.nodes}
@@ -224,13 +225,34 @@ class NodeResult:
         return self.node.unique_id
 
 
+@dataclass(frozen=True)
+class HookRecord:
+    """The node record of a build's on-run-start or on-run-end hooks, for results and summaries."""
+
+    name: str  # "on-run-start" or "on-run-end"
+    resource_type: str = "operation"
+
+    @property
+    def unique_id(self) -> str:
+        return f"operation.{self.name}"
+
+    @property
+    def task_run_name(self) -> str:
+        return self.name
+
+
 @dataclass
 class BuildResult:
-    """What run_build returns: ``success`` and ``results``, like a dbtRunnerResult's."""
+    """What run_build returns: ``success`` and ``results``, like a dbtRunnerResult's.
+
+    ``results`` holds the nodes; ``hook_results`` the on-run-start/end hooks, when the
+    project has any (a failed hook fails the build, as in dbt).
+    """
 
     success: bool
     results: list[NodeResult] = field(default_factory=list)
     exception: Optional[BaseException] = None
+    hook_results: list[NodeResult] = field(default_factory=list)
 
     @property
     def result(self) -> "BuildResult":
@@ -239,6 +261,12 @@ class BuildResult:
 
     def by_name(self) -> dict[str, NodeResult]:
         return {r.node.task_run_name: r for r in self.results}
+
+    @property
+    def failed_results(self) -> list[NodeResult]:
+        from dbt_prefect.tracking import FAILED_STATUSES
+
+        return [r for r in (*self.hook_results, *self.results) if r.status in FAILED_STATUSES]
 
 
 class _AllowFailure(_prefect_allow_failure):
@@ -284,6 +312,12 @@ def dbt_node(
 ) -> Any:
     """One dbt node, run on whichever worker the task runner picks."""
     return run_node(spec, unique_id, upstream, upstream_ids, options)
+
+
+@task(name="dbt hooks", persist_result=False, cache_policy=NO_CACHE)
+def dbt_hooks(spec: ProjectSpec, hook_type: str, upstream: list[Any], upstream_ids: list[str]) -> Any:
+    """The project's on-run-start hooks before the first node, or its on-run-end hooks after the last."""
+    return run_hooks(spec, hook_type, upstream, upstream_ids)
 
 
 # --------------------------------------------------------------------------------------
@@ -363,11 +397,6 @@ class PrefectDbtOrchestrator:
         spec, plan, catalog = self._plan(project_dir, select, exclude, full_refresh, target, vars_text)
         self.last_plan = plan
         flow_logger = _flow_logger()
-        if plan.has_hooks:
-            flow_logger.warning(
-                "dbt-prefect's orchestrator does not run on-run-start/on-run-end hooks; "
-                "run them separately (e.g. PrefectDbtRunner().invoke(['run-operation', ...]))"
-            )
         flow_logger.info(
             "Orchestrating %d dbt nodes on %s (tests: %s)",
             len(plan.nodes), type(flow_ctx.task_runner).__name__, self.test_strategy,
@@ -379,12 +408,19 @@ class PrefectDbtOrchestrator:
                 disable_assets=self.disable_assets,
                 build_id=uuid.uuid4().hex,
             )
-            futures = self._submit(plan, spec, options)
+            hook_futures: dict[str, Any] = {}
+            if "on-run-start" in plan.hook_types:
+                hook_futures["on-run-start"] = self._submit_hooks(spec, "on-run-start", {})
+            futures = self._submit(plan, spec, options, hook_futures.get("on-run-start"))
+            if "on-run-end" in plan.hook_types:
+                hook_futures["on-run-end"] = self._submit_hooks(spec, "on-run-end", futures)
             from prefect.futures import wait
 
-            wait(list(futures.values()))
+            wait([*futures.values(), *hook_futures.values()])
         result = self._collect(plan, futures, catalog)
-        self._wait_until_recorded(flow_ctx.task_runner, futures, result)
+        result.hook_results = [self._hook_result(name, future) for name, future in hook_futures.items()]
+        result.success = result.success and not result.failed_results
+        self._wait_until_recorded(flow_ctx.task_runner, {**futures, **hook_futures}, result)
         counts: dict[str, int] = {}
         for r in result.results:
             counts[r.status] = counts.get(r.status, 0) + 1
@@ -396,7 +432,7 @@ class PrefectDbtOrchestrator:
         if not result.success and self.raise_on_failure:
             from dbt_prefect.failures import summarise_failures
 
-            failure = summarise_failures("build", result)
+            failure = summarise_failures("build", BuildResult(success=False, results=result.failed_results))
             if failure is not None:
                 raise failure
         return result
@@ -446,9 +482,13 @@ class PrefectDbtOrchestrator:
         selected = [json.loads(line)["unique_id"] for line in listed.result or []]
         catalog = NodeCatalog(manifest)
         plan = build_plan(catalog, selected, self.test_strategy)
-        plan.has_hooks = any(
-            str(getattr(n.resource_type, "value", n.resource_type)) == "operation" for n in manifest.nodes.values()
-        )
+        hook_tags = {
+            tag
+            for n in manifest.nodes.values()
+            if str(getattr(n.resource_type, "value", n.resource_type)) == "operation"
+            for tag in (getattr(n, "tags", None) or ())
+        }
+        plan.hook_types = tuple(t for t in ("on-run-start", "on-run-end") if t in hook_tags)
         archive = pack_project(project_dir) if self.ship_project else None
         key_parts = {
             "project_dir": str(project_dir),
@@ -471,7 +511,29 @@ class PrefectDbtOrchestrator:
         return spec, plan, catalog
 
     # -- execution -------------------------------------------------------------------
-    def _submit(self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions) -> dict[str, Any]:
+    def _submit_hooks(self, spec: ProjectSpec, hook_type: str, after: dict[str, Any]) -> Any:
+        """One task for the hooks of one type; on-run-end runs after every node and sees their results."""
+        upstream_ids = list(after)
+        return dbt_hooks.with_options(name=hook_type, task_run_name=hook_type).submit(
+            spec=spec,
+            hook_type=hook_type,
+            upstream=[_AllowFailure(after[u]) for u in upstream_ids],
+            upstream_ids=upstream_ids,
+        )
+
+    @staticmethod
+    def _hook_result(hook_type: str, future: Any) -> NodeResult:
+        state = future.state
+        return NodeResult(
+            node=HookRecord(hook_type),
+            status="error" if state.is_failed() or state.is_crashed() else "success",
+            message=str(state.message or ""),
+            task_run_id=future.task_run_id,
+        )
+
+    def _submit(
+        self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions, start_hooks: Optional[Any] = None
+    ) -> dict[str, Any]:
         allow_failure = _AllowFailure
         futures: dict[str, Any] = {}
         for planned in plan.nodes:
@@ -489,7 +551,9 @@ class PrefectDbtOrchestrator:
                 upstream=[allow_failure(futures[p]) for p in upstream_ids],
                 upstream_ids=upstream_ids,
                 options=options,
-                wait_for=[allow_failure(futures[w]) for w in planned.waits_for],
+                wait_for=[allow_failure(futures[w]) for w in planned.waits_for]
+                # Every node descends from a root, and the roots wait for on-run-start.
+                + ([allow_failure(start_hooks)] if start_hooks is not None and not planned.waits_for else []),
             )
         return futures
 

@@ -1,0 +1,95 @@
+"""on-run-start and on-run-end hooks under the orchestrator: one task each, before the
+first node and after the last, on a real dask.distributed LocalCluster and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbt_prefect import PrefectDbtRunnerFailure
+from orchestrator_support import (  # noqa: F401  (fixtures)
+    dask_cluster,
+    dask_runner,
+    make_small_project,
+    orchestrate,
+    pg_secret_block,
+    postgres,
+)
+from prefect_api import by_name, logs, message_of, state_of, task_runs
+
+pytestmark = pytest.mark.usefixtures("prefect_server", "pg_secret_block")
+
+# The model reads the table on-run-start creates; on-run-end records how many results it saw.
+MODELS = {
+    "landed.sql": "select count(*) as n from {{ target.schema }}_landing.events",
+    "doubled.sql": "select n * 2 as n from {{ ref('landed') }}",
+}
+START_HOOKS = [
+    "create schema if not exists {{ target.schema }}_landing",
+    "create table if not exists {{ target.schema }}_landing.events as select 1 as id union all select 2",
+]
+END_HOOK = (
+    "create table {{ target.schema }}_landing.build_log as "
+    "select {{ results | length }} as results, "
+    "{{ results | selectattr('status', 'equalto', 'success') | list | length }} as succeeded"
+)
+
+
+def with_hooks(project: Path, start: list[str], end: list[str]) -> Path:
+    def quoted(hooks: list[str]) -> str:
+        return "[" + ", ".join('"' + hook + '"' for hook in hooks) + "]"
+
+    with open(project / "dbt_project.yml", "a") as handle:
+        handle.write(f"on-run-start: {quoted(start)}\non-run-end: {quoted(end)}\n")
+    return project
+
+
+def test_hooks_run_once_in_their_own_tasks_before_the_first_node_and_after_the_last(
+    tmp_path: Path, postgres: Any, dask_cluster: Any
+) -> None:
+    project = with_hooks(make_small_project(tmp_path, postgres, "hooked", "hooked", MODELS), START_HOOKS, [END_HOOK])
+    postgres.drop_schemas("hooked_landing")
+
+    outcome = orchestrate(project, dask_runner(dask_cluster))
+
+    assert outcome.state.is_completed(), outcome.error
+    runs = by_name(task_runs(outcome.flow_run_id))
+    assert sorted(runs) == ["model doubled", "model landed", "on-run-end", "on-run-start"]
+    assert {state_of(run) for run in runs.values()} == {("COMPLETED", "Completed")}
+    assert message_of(runs["on-run-start"]) == "2 on-run-start hooks passed"
+    assert message_of(runs["on-run-end"]) == "1 on-run-end hooks passed"
+    assert runs["on-run-start"].end_time <= runs["model landed"].start_time
+    assert runs["model doubled"].end_time <= runs["on-run-end"].start_time
+    # The model read what on-run-start landed; on-run-end saw both nodes' results.
+    assert postgres.query('select n from "hooked"."doubled"') == [(4,)]
+    assert postgres.query('select results, succeeded from "hooked_landing"."build_log"') == [(2, 2)]
+    assert [h.node.name for h in outcome.result.hook_results] == ["on-run-start", "on-run-end"]
+    # The hooks' own dbt lines are on their task runs.
+    start_lines = [r.message for r in logs(outcome.flow_run_id) if r.task_run_id == runs["on-run-start"].id]
+    assert any("hooked.on-run-start.0" in line for line in start_lines), start_lines
+
+
+def test_a_failing_on_run_end_hook_fails_the_build_with_dbts_message(
+    tmp_path: Path, postgres: Any, dask_cluster: Any
+) -> None:
+    project = with_hooks(
+        make_small_project(tmp_path, postgres, "hook_fail", "hook_fail", MODELS),
+        START_HOOKS,
+        ["select * from {{ target.schema }}_landing.no_such_table"],
+    )
+    postgres.drop_schemas("hook_fail_landing")
+
+    outcome = orchestrate(project, dask_runner(dask_cluster))
+
+    assert isinstance(outcome.error, PrefectDbtRunnerFailure)
+    message = str(outcome.error)
+    assert message.startswith(
+        "Failures detected during invocation of dbt command 'build':\n"
+        "Operation on-run-end errored with message: \"hook_fail.on-run-end.0 failed, error:\n"
+    ), message
+    assert 'relation "hook_fail_landing.no_such_table" does not exist' in message
+    runs = by_name(task_runs(outcome.flow_run_id))
+    assert state_of(runs["on-run-end"]) == ("FAILED", "Failed")
+    assert state_of(runs["model doubled"]) == ("COMPLETED", "Completed")
