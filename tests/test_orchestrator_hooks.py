@@ -93,3 +93,33 @@ def test_a_failing_on_run_end_hook_fails_the_build_with_dbts_message(
     runs = by_name(task_runs(outcome.flow_run_id))
     assert state_of(runs["on-run-end"]) == ("FAILED", "Failed")
     assert state_of(runs["model doubled"]) == ("COMPLETED", "Completed")
+
+
+def test_the_packages_metadata_post_hook_puts_row_counts_and_columns_on_orchestrated_assets(
+    tmp_path: Path, postgres: Any, dask_cluster: Any
+) -> None:
+    from dbt.cli.main import dbtRunner
+
+    from prefect_api import asset_events, materializations
+
+    project = with_hooks(make_small_project(tmp_path, postgres, "meta_orch", "meta_orch", MODELS), START_HOOKS, [])
+    repo_root = Path(__file__).resolve().parents[1]
+    (project / "packages.yml").write_text(f"packages:\n  - local: {repo_root}\n")
+    with open(project / "dbt_project.yml", "a") as handle:
+        # Tables: views get a row count only when they opt in.
+        handle.write("models:\n  +materialized: table\n  +post-hook: \"{{ dbt_prefect.collect_metadata() }}\"\n")
+    assert dbtRunner().invoke(["deps", "--project-dir", str(project), "--profiles-dir", str(project)]).success
+    postgres.drop_schemas("meta_orch")
+
+    outcome = orchestrate(project, dask_runner(dask_cluster))
+
+    assert outcome.state.is_completed(), outcome.error
+    succeeded = materializations(asset_events(outcome.flow_run_id))
+    assert sorted(succeeded) == ["postgres://postgres/meta_orch/doubled", "postgres://postgres/meta_orch/landed"]
+    landed = succeeded["postgres://postgres/meta_orch/landed"].payload
+    assert landed["row_count"] == 1
+    assert landed["columns"] == [{"name": "n", "data_type": "bigint", "description": ""}]
+    assert succeeded["postgres://postgres/meta_orch/doubled"].payload["row_count"] == 1
+    # The package's on-run-end hook (run history, off by default) runs once, after the nodes.
+    runs = by_name(task_runs(outcome.flow_run_id))
+    assert sorted(runs) == ["model doubled", "model landed", "on-run-end", "on-run-start"]

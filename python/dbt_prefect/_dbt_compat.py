@@ -133,7 +133,7 @@ class NodeSession:
     makes every change. Here other workers change the database between two nodes of this
     worker, including relations of nodes that run here (PostgreSQL's ``drop ... cascade``
     of a replaced parent view drops its child views), so the cache is emptied before
-    every node and the node lists its schema afresh, as a one-node ``dbt build`` does.
+    every node and refilled with the node's own schema as it is now (``_refresh_cache``).
     Schemas are created once per build (``build_id``), as dbt's create_schemas does once
     per command.
     """
@@ -281,6 +281,7 @@ class NodeSession:
         try:
             with self._registered():
                 self._ensure_schema(config, node)
+                self._refresh_cache(config, node)
                 runner = task.get_runner_type(node)(config, self.adapter, node, 1, 1)
                 result = task.call_runner(runner)
                 task._raise_next_tick = None  # fail-fast bookkeeping of a multi-node run
@@ -332,6 +333,30 @@ class NodeSession:
             return
         self.build_id = build_id
         self._schemas_ready.clear()
+
+    def _refresh_cache(self, config: Any, node: Any) -> None:
+        """Fill the relation cache with the node's schema as it is now, with one query.
+
+        What dbt's cache population does once per command, for the one schema this node
+        writes, but without ``RelationsCache.add``: it fires a debug event per relation,
+        which costs more than the listing itself (tens of ms for a schema of 200
+        relations). The relations go in through ``RelationsCache._setdefault``, dbt's own
+        insert. Relations of other schemas are listed by dbt itself if the node asks.
+        """
+        if not getattr(node, "is_relational", False) or getattr(node, "is_ephemeral", False):
+            return
+        from dbt.adapters.cache import _CachedRelation
+
+        schema_relation = self.adapter.Relation.create_from(config, node).without_identifier()
+        if schema_relation.schema is None:
+            return
+        with self.adapter.connection_named("master"):
+            listed = self.adapter.list_relations_without_caching(schema_relation)
+        cache = self.adapter.cache
+        with cache.lock:
+            cache.add_schema(schema_relation.database, schema_relation.schema)
+            for relation in listed:
+                cache._setdefault(_CachedRelation(relation))
 
     def _ensure_schema(self, config: Any, node: Any) -> None:
         """Create the node's schema when missing, once per build, as dbt's create_schemas does."""

@@ -295,10 +295,16 @@ class _NodeLog:
         self.scrub = scrub
         self.node_info: Any = None
         self.run_result: Any = None
+        self.metadata: Any = None  # what the dbt package's collect_metadata() post-hook read
 
     def __call__(self, msg: Any) -> None:
-        from dbt_prefect.events import NODE_FINISHED, event_level, event_text, event_timestamp, event_unique_id
+        from dbt_prefect.events import (
+            JINJA_LOG_EVENTS, NODE_FINISHED, RECORD_PREFIX, event_level, event_text, event_timestamp, event_unique_id,
+        )
 
+        if msg.info.name in JINJA_LOG_EVENTS and msg.info.msg.startswith(RECORD_PREFIX):
+            self._record(msg.info.msg)
+            return
         unique_id = event_unique_id(msg)
         if msg.info.name == NODE_FINISHED and unique_id == self.unique_id:
             self.node_info = msg.data.node_info
@@ -320,6 +326,21 @@ class _NodeLog:
         record.created = created
         record.msecs = (created - int(created)) * 1000
         self.logger.handle(record)
+
+    def _record(self, text: str) -> None:
+        # The dbt package's lines for the runner (tracking.RunRecorder._record): kept, not logged.
+        from dbt_prefect.events import METADATA_RECORD
+        from dbt_prefect.metadata import MalformedRecord, parse_metadata_record
+
+        if not text.startswith(METADATA_RECORD):
+            return
+        try:
+            metadata = parse_metadata_record(text[len(METADATA_RECORD):])
+        except MalformedRecord as exc:
+            self.logger.warning(self.scrub(f"dbt-prefect ignored a malformed metadata record ({exc})"), extra=self.extra)
+            return
+        if metadata.unique_id == self.unique_id:
+            self.metadata = metadata
 
 
 @dataclass(frozen=True)
@@ -471,10 +492,16 @@ def _invoke_node(
     threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
     node_log = _NodeLog(unique_id, threshold, scrub)
     forget_compilation(project.manifest, unique_id)
-    if _warm_path(project, unique_id):
-        _run_in_session(spec, project, unique_id, options, scrub, outcome, node_log)
-    else:
-        _run_with_dbt_runner(spec, project, entry, scrub, outcome, node_log, node_results)
+    from dbt_prefect.profiles import temporary_environ
+    from dbt_prefect.tracking import COLLECT_METADATA_ENV
+
+    # As in the runner: the package's collect_metadata() post-hook queries the warehouse
+    # only when its records become asset metadata.
+    with temporary_environ({} if options.disable_assets else {COLLECT_METADATA_ENV: "1"}):
+        if _warm_path(project, unique_id):
+            _run_in_session(spec, project, unique_id, options, scrub, outcome, node_log)
+        else:
+            _run_with_dbt_runner(spec, project, entry, scrub, outcome, node_log, node_results)
     if not options.disable_assets and node_log.node_info is not None:
         outcome.asset_event_ids = _emit_assets(project, unique_id, outcome, node_log, options, scrub)
     return outcome
@@ -553,6 +580,7 @@ def _emit_assets(
         task_run_id=task_ctx.task_run.id if task_ctx is not None else None,
         node_info=node_log.node_info,
         run_result=node_log.run_result,
+        metadata=node_log.metadata,
     )
     emitter.node_finished(finished, state_for_status(outcome.status, outcome.message, time.time()))
     return tuple(emitter.event_ids)
