@@ -46,6 +46,10 @@ os.environ.update(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        # Dask's statistical profiler samples sys._current_frames() every 10 ms; once, on
+        # Python 3.11.7 with py-spy attached, a worker deadlocked there (inside gc) while
+        # holding the GIL. The benchmark does not need it.
+        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
     }
 )
 if "PREFECT_API_URL" not in os.environ:
