@@ -108,6 +108,13 @@ def make_pg_project(
     if name != "pg_shop":
         dbt_project = project / "dbt_project.yml"
         dbt_project.write_text(dbt_project.read_text().replace("pg_shop", name))
+    write_pg_profile(project, postgres, schema, name, threads)
+    return project
+
+
+def write_pg_profile(project: Path, postgres: Postgres, schema: str, name: str, threads: int) -> None:
+    """profiles.yml for `name` on the test PostgreSQL, the password from the Prefect Secret
+    block (never in plain text); and an empty `schema` to write to."""
     (project / "profiles.yml").write_text(
         f"""{name}:
   target: dev
@@ -124,7 +131,6 @@ def make_pg_project(
 """
     )
     postgres.drop_schemas(schema)
-    return project
 
 
 def make_small_project(
@@ -139,22 +145,7 @@ def make_small_project(
     )
     for file_name, sql in models.items():
         (project / "models" / file_name).write_text(sql)
-    (project / "profiles.yml").write_text(
-        f"""{name}:
-  target: dev
-  outputs:
-    dev:
-      type: postgres
-      host: {postgres.host}
-      port: {postgres.port}
-      user: {postgres.user}
-      password: "{{{{ prefect.blocks.secret.{SECRET_BLOCK} }}}}"
-      dbname: postgres
-      schema: {schema}
-      threads: 2
-"""
-    )
-    postgres.drop_schemas(schema)
+    write_pg_profile(project, postgres, schema, name, threads=2)
     return project
 
 
