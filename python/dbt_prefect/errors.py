@@ -37,3 +37,7 @@ class PrefectDbtRunnerFailure(DbtPrefectError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class OrchestratorUsageError(DbtPrefectError):
+    """PrefectDbtOrchestrator was called in a way it cannot work."""
