@@ -35,7 +35,7 @@ PID_MODELS = {
 def sessions_per_worker(cluster: Any) -> dict[str, int]:
     from distributed import Client
 
-    from dbt_prefect._worker import sessions_opened
+    from dbt_prefect._worker_project import sessions_opened
 
     with Client(cluster) as client:
         return {address: count for address, count in client.run(sessions_opened).items()}

@@ -6,15 +6,16 @@ nodes to run. Every node is then submitted to the flow's task runner with ``wait
 its upstream nodes, so a node starts as soon as its parents finish. The project's
 on-run-start and on-run-end hooks run in one task each, before and after the nodes.
 
-On the worker (see _worker.py) a node costs its SQL: each worker process keeps a warm
-dbt session per project (the parsed manifest, dbt's configuration and the adapter with
-its connection open), set up by the first node it runs. Task-run names, states, logs,
+On the worker (_worker.py, _worker_project.py) a node costs its SQL: each worker process
+keeps a warm dbt session per project (the parsed manifest, dbt's configuration and the
+adapter with its connection open), set up by the first node it runs. Task-run names, states, logs,
 assets and the failure summary come from the same code as the runner's (nodes.py,
 tracking.py, assets.py, failures.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
-from dbt_prefect._worker import NodeOptions, NodeOutcome, ProjectSpec, SecretEnv, pack_project, run_hooks, run_node
+from dbt_prefect._worker import NodeOptions, NodeOutcome, run_hooks, run_node
+from dbt_prefect._worker_project import ProjectSpec, SecretEnv, pack_project
 from dbt_prefect.errors import OrchestratorUsageError
 from dbt_prefect.planning import TEST_STRATEGIES, BuildPlan, build_plan
 from dbt_prefect.settings import PrefectDbtSettings
@@ -43,24 +45,12 @@ _logger = logging.getLogger("dbt_prefect")
 
 
 @dataclass
-class NodeResult:
-    """One node's result, shaped like dbt's RunResult where the failure summary reads it."""
+class NodeResult(NodeOutcome):
+    """What the node task reported, with the node record and its task run: shaped like
+    dbt's RunResult where the failure summary reads it (``node``, ``status``, ``message``)."""
 
-    node: Any  # the DbtNode record
-    status: str
-    message: str
-    task_run_id: Optional[uuid.UUID]
-    execution_time: float = 0.0
-    worker: str = ""
-    started: float = 0.0
-    finished: float = 0.0
-    ran_from: float = 0.0
-    ran_to: float = 0.0
-    cold_start_seconds: Optional[float] = None
-
-    @property
-    def unique_id(self) -> str:
-        return self.node.unique_id
+    node: Any = None  # the DbtNode record (a HookRecord for hooks)
+    task_run_id: Optional[uuid.UUID] = None
 
 
 @dataclass(frozen=True)
@@ -363,6 +353,7 @@ class PrefectDbtOrchestrator:
     def _hook_result(hook_type: str, future: Any) -> NodeResult:
         state = future.state
         return NodeResult(
+            unique_id=HookRecord(hook_type).unique_id,
             node=HookRecord(hook_type),
             status="error" if state.is_failed() or state.is_crashed() else "success",
             message=str(state.message or ""),
@@ -408,22 +399,8 @@ class PrefectDbtOrchestrator:
             if not isinstance(outcome, NodeOutcome):
                 message = str(state.message or outcome or "the node task did not finish")
                 outcome = NodeOutcome(unique_id=planned.unique_id, status="error", message=message)
-            results.append(
-                NodeResult(
-                    node=catalog.get(planned.unique_id),
-                    status=outcome.status,
-                    message=outcome.message,
-                    task_run_id=future.task_run_id,
-                    execution_time=outcome.execution_time,
-                    worker=outcome.worker,
-                    started=outcome.started,
-                    finished=outcome.finished,
-                    ran_from=outcome.ran_from,
-                    ran_to=outcome.ran_to,
-                    cold_start_seconds=outcome.cold_start_seconds,
-                )
-            )
-            results[-1]._asset_event_ids = outcome.asset_event_ids  # type: ignore[attr-defined]
+            fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(NodeOutcome)}
+            results.append(NodeResult(**fields, node=catalog.get(planned.unique_id), task_run_id=future.task_run_id))
         from dbt_prefect.tracking import FAILED_STATUSES
 
         success = not any(r.status in FAILED_STATUSES for r in results)
@@ -448,7 +425,7 @@ class PrefectDbtOrchestrator:
         recorder.task_run_ids = [f.task_run_id for f in futures.values()]
         missing = recorder.wait_until_recorded(self.record_timeout_seconds)
         emitter = AssetEmitter(NodeCatalog())
-        emitter.event_ids = [e for r in result.results for e in getattr(r, "_asset_event_ids", ())]
+        emitter.event_ids = [e for r in result.results for e in r.asset_event_ids]
         emitter.wait_until_recorded(self.record_timeout_seconds)
         if missing:
             _logger.warning(

@@ -80,6 +80,17 @@ def state_for_status(status: str, message: Optional[str], timestamp: float) -> S
     return Completed(name=status.title() if status else "Completed", message=message, timestamp=when)
 
 
+def skip_reason(catalog: NodeCatalog, status_of: Callable[[str], Optional[str]], node: DbtNode) -> str:
+    """Why dbt skipped `node`, from its parents' dbt statuses (`status_of(unique_id)`, None if unknown)."""
+    for parent in catalog.parents(node):
+        status = status_of(parent.unique_id)
+        if status in FAILED_STATUSES:
+            return f"Skipped because {parent.resource_type} {parent.name} finished with status {status}"
+        if status in _SKIPPED_STATUSES:
+            return f"Skipped because {parent.resource_type} {parent.name} was skipped"
+    return "Skipped by dbt"
+
+
 @dataclass(frozen=True)
 class RunTarget:
     """The Prefect flow run (and task run, when invoked inside a task) dbt runs under."""
@@ -323,13 +334,8 @@ class RunRecorder:
             question.answered.set()
 
     def _skip_reason(self, node: DbtNode) -> str:
-        for parent in self.catalog.parents(node):
-            done = self.finished.get(parent.unique_id)
-            if done is not None and done.status in FAILED_STATUSES:
-                return f"Skipped because {parent.resource_type} {parent.name} finished with status {done.status}"
-            if done is not None and done.status in _SKIPPED_STATUSES:
-                return f"Skipped because {parent.resource_type} {parent.name} was skipped"
-        return "Skipped by dbt"
+        finished = self.finished
+        return skip_reason(self.catalog, lambda unique_id: getattr(finished.get(unique_id), "status", None), node)
 
     # -- task runs -------------------------------------------------------------------
     def _new_task_run(self, node: DbtNode, timestamp: float) -> TaskRun:

@@ -1,0 +1,256 @@
+"""A worker process's warm projects: the files, the profile and a warm dbt session per project.
+
+A worker (a Dask worker process, a process-pool process, or the flow's own process for
+thread pools) keeps a module-level cache, one entry per project key: the project files
+(a shared path, or an archive shipped with the task), a private profiles directory, the
+Manifest dbt parsed there and a warm dbt session (_dbt_compat.NodeSession: flags,
+RuntimeConfig, the adapter with its connection kept open). The first node of a project
+on a worker pays the parse and the session once.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+_logger = logging.getLogger("dbt_prefect")
+
+
+class SecretEnv:
+    """Secret environment variables for dbt, held in memory only.
+
+    It travels with each node task (pickled in memory by the task runner) and is set in
+    ``os.environ`` only while dbt runs a node, as the runner does. Its repr hides the values.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Optional[Mapping[str, str]] = None) -> None:
+        self._values = dict(values or {})
+
+    def items(self) -> Any:
+        return self._values.items()
+
+    @property
+    def values(self) -> frozenset[str]:
+        return frozenset(v for v in self._values.values() if v)
+
+    def __getstate__(self) -> dict[str, str]:
+        return self._values
+
+    def __setstate__(self, state: dict[str, str]) -> None:
+        self._values = dict(state)
+
+    def __repr__(self) -> str:
+        return f"SecretEnv(<{len(self._values)} hidden>)"
+
+
+@dataclass(frozen=True)
+class ProjectSpec:
+    """Everything a worker needs to run the nodes of one orchestrated build."""
+
+    key: str  # digest of everything below except the secrets: the worker cache key
+    project_dir: str  # where the project is on a shared path; unused when `archive` is set
+    profiles_text: str  # the rendered profiles.yml: secrets are env_var() references
+    secret_env: SecretEnv = field(default_factory=SecretEnv)
+    target: Optional[str] = None
+    vars_text: Optional[str] = None
+    full_refresh: bool = False
+    log_level: str = "info"  # dbt's level for the node's log lines in Prefect
+    archive: Optional[bytes] = None  # the project as a .tar.gz, when it is shipped with the task
+
+    def __repr__(self) -> str:
+        shipped = f", archive={len(self.archive)} bytes" if self.archive else ""
+        return f"ProjectSpec(key={self.key[:12]}, project_dir={self.project_dir!r}{shipped})"
+
+
+class _WarmProject:
+    __slots__ = (
+        "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "hooks", "_tmp",
+    )
+
+    def __init__(self, spec_key: str, project_dir: Path, profiles_dir: Path, target_path: Path, tmp: Path) -> None:
+        self.spec_key = spec_key
+        self.project_dir = project_dir
+        self.profiles_dir = profiles_dir
+        self.target_path = target_path
+        self.manifest: Any = None
+        self.catalog: Any = None
+        self.session: Any = None  # _dbt_compat.NodeSession, or None: the dbtRunner path
+        self.hooks: dict[str, Any] = {}  # on-run-start/end hook nodes, kept out of the manifest
+        self._tmp = tmp
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+# Warm projects of this process, by ProjectSpec.key. A handful at most.
+_CACHE: dict[str, _WarmProject] = {}
+_CACHE_LIMIT = 8
+# How many warm dbt sessions this process opened (the tests read it on the workers).
+SESSIONS_OPENED = 0
+# Why the warm path is off in this process, logged once.
+_FALLBACK_LOGGED: set[str] = set()
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _invocation_lock() -> Any:
+    # The runner's lock: a runner and an orchestrator node in one process take turns too.
+    from dbt_prefect.runner import _DBT_INVOCATION_LOCK
+
+    return _DBT_INVOCATION_LOCK
+
+
+def _secret_environment(secret_env: SecretEnv) -> Any:
+    """The secret env vars, set only while dbt runs (as profiles.resolved_profiles does)."""
+    from dbt_prefect.profiles import temporary_environ
+
+    return temporary_environ(dict(secret_env.items()))
+
+
+def _private_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _common_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
+    args = [
+        "--project-dir", str(project.project_dir),
+        "--profiles-dir", str(project.profiles_dir),
+        "--target-path", str(project.target_path),
+        "--log-path", str(project.target_path / "logs"),
+    ]
+    if spec.target:
+        args += ["--target", spec.target]
+    if spec.vars_text:
+        args += ["--vars", spec.vars_text]
+    return args
+
+
+def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
+    """This process's parsed copy of the project; parsed on first use. Call with the lock held."""
+    project = _CACHE.get(spec.key)
+    if project is not None:
+        return project, None
+    started = time.perf_counter()
+    tmp = _private_dir("dbt-prefect-worker-")
+    try:
+        if spec.archive is not None:
+            project_dir = tmp / "project"
+            with tarfile.open(fileobj=io.BytesIO(spec.archive), mode="r:gz") as archive:
+                archive.extractall(project_dir, filter="data")
+        else:
+            project_dir = Path(spec.project_dir)
+        profiles_dir = tmp / "profiles"
+        profiles_dir.mkdir(mode=0o700)
+        # The rendered profiles.yml holds env_var() references, never a secret value.
+        _write_private(profiles_dir / "profiles.yml", spec.profiles_text)
+        # Each worker writes compiled SQL, graph summaries and dbt.log to its own
+        # directory, so workers sharing a project directory never write the same file.
+        target_path = project_dir / "target" / "dbt-prefect-workers" / f"{socket.gethostname()}-{os.getpid()}"
+        target_path.mkdir(parents=True, exist_ok=True)
+        project = _WarmProject(spec.key, project_dir, profiles_dir, target_path, tmp)
+
+        from dbt.cli.main import dbtRunner
+
+        from dbt_prefect.errors import DbtCommandFailed
+        from dbt_prefect.nodes import NodeCatalog
+
+        with _secret_environment(spec.secret_env):
+            result = dbtRunner().invoke(
+                ["parse", *_common_args(spec, project), "--no-write-json"],
+                log_level="none",
+            )
+        if not result.success or result.result is None:
+            raise DbtCommandFailed(
+                f"dbt could not parse {project_dir} on worker {worker_name()}: {result.exception} "
+                "(the worker needs the project files and the packages: a shared path, or ship_project=True)"
+            )
+        manifest = result.result
+        # Project hooks (on-run-start/end) run once per build, in their own tasks
+        # (run_hooks), never with a node: keep them out of this worker's manifest.
+        for unique_id in [u for u, n in manifest.nodes.items() if _resource_type(n) == "operation"]:
+            project.hooks[unique_id] = manifest.nodes.pop(unique_id)
+        project.manifest = manifest
+        project.catalog = NodeCatalog(manifest)
+        with _secret_environment(spec.secret_env):
+            project.session = _open_session(spec, project)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _, oldest = next(iter(_CACHE.items()))
+        _CACHE.pop(oldest.spec_key, None)
+        oldest.close()
+    _CACHE[spec.key] = project
+    return project, time.perf_counter() - started
+
+
+def _session_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
+    # No manifest.json/run_results.json per node; no relation-cache warm-up of the whole
+    # project: the materializations list a schema when they first need it.
+    return [*_common_args(spec, project), "--no-write-json", "--no-populate-cache", "--threads", "1", "--log-level", "none"]
+
+
+def _open_session(spec: ProjectSpec, project: _WarmProject) -> Any:
+    """The warm dbt session of this project, or None (logged once) when dbt does not allow it."""
+    global SESSIONS_OPENED
+    try:
+        from dbt_prefect._dbt_compat import NodeSession
+
+        session = NodeSession(_session_args(spec, project), project.manifest)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason not in _FALLBACK_LOGGED:
+            _FALLBACK_LOGGED.add(reason)
+            _logger.warning(
+                "dbt-prefect: no warm dbt session on worker %s (%s); nodes run through dbtRunner, "
+                "paying dbt's per-command set-up each", worker_name(), reason,
+            )
+        return None
+    SESSIONS_OPENED += 1
+    return session
+
+
+def sessions_opened() -> int:
+    """How many warm dbt sessions this process opened (for tests, run on the workers)."""
+    return SESSIONS_OPENED
+
+
+def _resource_type(entry: Any) -> str:
+    value = getattr(entry, "resource_type", "")
+    return str(getattr(value, "value", value))
+
+
+def pack_project(project_dir: Path, exclude_top: Sequence[str] = ("target", "logs", ".git", ".venv")) -> bytes:
+    """The project directory as a .tar.gz, for workers without a shared path."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
+        for child in sorted(project_dir.iterdir()):
+            if child.name in exclude_top or child.name.endswith((".duckdb", ".duckdb.wal")):
+                continue
+            if child.name == "profiles.yml":
+                continue  # the profile travels rendered, separately
+            archive.add(child, arcname=child.name, recursive=True)
+    return buffer.getvalue()
