@@ -368,12 +368,22 @@ class NodeSession:
         key = (str(relation.database or "").lower(), relation.schema.lower())
         if key in self._schemas_ready:
             return
+        if not self._schema_exists(relation):
+            try:
+                with self.adapter.connection_named("master"):
+                    self.adapter.create_schema(relation)
+            except Exception:
+                # Another worker created it at the same moment: PostgreSQL reports a unique
+                # violation even for `create schema if not exists`. Only a missing schema is an error.
+                if not self._schema_exists(relation):
+                    raise
+        self._schemas_ready.add(key)
+
+    def _schema_exists(self, relation: Any) -> bool:
         database = relation.include(database=True, schema=False, identifier=False)
         with self.adapter.connection_named("master"):
-            existing = {s.lower() for s in self.adapter.list_schemas(str(database) if relation.database else None) if s}
-            if relation.schema.lower() not in existing:
-                self.adapter.create_schema(relation)
-        self._schemas_ready.add(key)
+            existing = self.adapter.list_schemas(str(database) if relation.database else None)
+        return relation.schema.lower() in {name.lower() for name in existing if name}
 
     def _reset_connection(self) -> None:
         """After an error: close this thread's connection for real and forget the schemas seen."""
