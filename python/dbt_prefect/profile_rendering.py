@@ -14,11 +14,17 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import yaml
 
 from dbt_prefect.errors import ProfileTemplateError
+from dbt_prefect.profile_resolver import (
+    BlockDocumentNotFound,
+    BlockTypeNotFound,
+    PrefectApiError,
+    VariableNotFound,
+)
 
 
 #: dbt scrubs the values of environment variables with this prefix from logs and errors.
@@ -40,63 +46,6 @@ _ACCESSOR_RE = re.compile(
 )
 
 
-
-
-class Resolver(Protocol):
-    """Reads Prefect objects for `render_profiles_text`.
-
-    `block` returns the block document's data (secrets included); `variable` returns the
-    variable's value. Raise `BlockTypeNotFound`, `BlockDocumentNotFound` or
-    `VariableNotFound` (a plain `KeyError` also works) when something does not exist, and
-    `PrefectApiError` when the API cannot answer.
-    """
-
-    def block(self, type_slug: str, name: str) -> Mapping[str, Any]: ...
-
-    def variable(self, name: str) -> Any: ...
-
-
-class BlockTypeNotFound(LookupError):
-    """Raised by a resolver: no block type has this slug."""
-
-    def __init__(self, type_slug: str, where: str | None = None) -> None:
-        super().__init__(type_slug)
-        self.type_slug = type_slug
-        self.where = where
-
-
-class BlockDocumentNotFound(LookupError):
-    """Raised by a resolver: the block type exists but has no document with this name."""
-
-    def __init__(
-        self,
-        type_slug: str,
-        name: str,
-        available: Iterable[str] | None = None,
-        where: str | None = None,
-    ) -> None:
-        super().__init__(f"{type_slug}/{name}")
-        self.type_slug = type_slug
-        self.name = name
-        self.available = list(available) if available is not None else None
-        self.where = where
-
-
-class VariableNotFound(LookupError):
-    """Raised by a resolver: no variable has this name."""
-
-    def __init__(self, name: str, where: str | None = None) -> None:
-        super().__init__(name)
-        self.name = name
-        self.where = where
-
-
-class PrefectApiError(Exception):
-    """Raised by a resolver: the Prefect API could not answer (message has no secrets)."""
-
-    def __init__(self, message: str, *, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
 
 
 class _PlaceholderError(ProfileTemplateError):

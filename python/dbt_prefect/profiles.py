@@ -38,20 +38,22 @@ import yaml
 from dbt_prefect.errors import DbtProfilesError
 from dbt_prefect.profile_rendering import (
     SECRET_ENV_PREFIX,
-    BlockDocumentNotFound,
-    BlockTypeNotFound,
     MalformedPlaceholderError,
-    PrefectApiError,
     PrefectApiUnreachableError,
-    Resolver,
     UnknownBlockError,
     UnknownFieldError,
     UnknownVariableError,
-    VariableNotFound,
     _render_tree,
     _tree_has_placeholders,
     _type_name,
     has_prefect_placeholders,
+)
+from dbt_prefect.profile_resolver import (
+    BlockDocumentNotFound,
+    BlockTypeNotFound,
+    PrefectApiError,
+    Resolver,
+    VariableNotFound,
 )
 
 __all__ = [
