@@ -158,7 +158,7 @@ class Timeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-timeline", daemon=True)
         try:  # capture dbt_prefect's recorder to read its queue length
-            from dbt_prefect import tracking
+            from dbt_prefect.runner import recorder as tracking
 
             original_start = tracking.RunRecorder.start
             recorders = self.recorders

@@ -145,7 +145,7 @@ def run_orchestrator(project: Path, task_runner) -> tuple[float, list]:
     from prefect import flow
 
     from dbt_prefect import PrefectDbtSettings
-    from dbt_prefect.orchestrator import PrefectDbtOrchestrator
+    from dbt_prefect import PrefectDbtOrchestrator
 
     @flow(name="bench-orchestrator", task_runner=task_runner)
     def bench():

@@ -189,7 +189,7 @@ def orchestrate(project: Path, task_runner: Any, build: Optional[dict[str, Any]]
     from prefect.context import FlowRunContext
 
     from dbt_prefect import PrefectDbtSettings
-    from dbt_prefect.orchestrator import PrefectDbtOrchestrator
+    from dbt_prefect import PrefectDbtOrchestrator
 
     captured: dict[str, Any] = {}
 

@@ -15,8 +15,14 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
-from dbt_prefect.assets import MAX_DESCRIPTION_LENGTH, TRUNCATION_MARKER, asset_description, asset_key, asset_name
-from dbt_prefect.nodes import NodeCatalog, PREFECT_CONFIG_DEFAULTS
+from dbt_prefect.model.translator import (
+    MAX_DESCRIPTION_LENGTH,
+    TRUNCATION_MARKER,
+    asset_description,
+    asset_name,
+    default_asset_key,
+)
+from dbt_prefect.model.nodes import NodeCatalog, PREFECT_CONFIG_DEFAULTS
 from prefect_api import asset_events, materializations, related_assets, state_of, task_runs, by_name
 
 from conftest import make_shop_copy
@@ -316,13 +322,13 @@ def test_the_dbt_macro_and_python_resolve_meta_prefect_alike(shop_project: Path)
     ],
 )
 def test_asset_keys_and_names_follow_the_official_rule(relation_name: str, key: str, name: str) -> None:
-    assert asset_key("duckdb", relation_name) == key
+    assert default_asset_key("duckdb", relation_name) == key
     assert asset_name(relation_name) == name
 
 
 def test_asset_keys_are_cut_at_prefects_limit() -> None:
     relation = '"db"."schema"."' + "x" * 600 + '"'
-    assert len(asset_key("postgres", relation)) == 512
+    assert len(default_asset_key("postgres", relation)) == 512
 
 
 @pytest.mark.parametrize("base_length", [0, 10, 2400, 2600, 10_000])

@@ -32,7 +32,7 @@ from prefect.client.schemas.filters import (
 )
 
 from conftest import make_shop_copy
-from dbt_prefect.cli import _dbt_usage_error, app
+from dbt_prefect.cli.main import dbt_usage_error, app
 from prefect_api import state_of, task_runs
 from test_runner import EXPECTED_BUILD_TASK_RUNS
 
@@ -242,7 +242,7 @@ def test_the_live_display_shows_progress_in_a_terminal_and_finishes_cleanly(gree
         "",
         "Completed successfully",
         "",
-        "Done. PASS=36 WARN=0 ERROR=0 SKIP=0 TOTAL=36",
+        "Done. PASS=38 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=38",
         f"Prefect flow run '{name}' of flow 'shop': Completed",
         # The test server runs without the UI, so there is no link to print.
         "Run report: Prefect artifact dbt-shop-build",
@@ -270,14 +270,14 @@ def test_the_run_report_artifacts_describe_every_node(green: TerminalRun) -> Non
     assert sorted(artifacts) == ["dbt-shop-build", "dbt-shop-build-nodes"]
     report, table = artifacts["dbt-shop-build"], artifacts["dbt-shop-build-nodes"]
     assert (report.type, table.type) == ("markdown", "table")
-    assert report.description == "`dbt build` in project shop: PASS=36 WARN=0 ERROR=0 SKIP=0 TOTAL=36"
+    assert report.description == "`dbt build` in project shop: PASS=38 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=38"
     markdown = report.data.splitlines()
     assert markdown[:11] == [
         "# dbt build · shop",
         "",
         "`dbt build`",
         "",
-        "**PASS=36 WARN=0 ERROR=0 SKIP=0 TOTAL=36**",
+        "**PASS=38 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=38**",
         "",
         "| Status | Nodes |",
         "| :-- | --: |",
@@ -346,7 +346,7 @@ def test_a_failing_test_exits_1_fails_the_flow_and_is_summarised_with_its_messag
         "Failure in test assert_demo_failure (tests/assert_demo_failure.sql)",
         f"  {FAIL_MESSAGE}",
         "",
-        "Done. PASS=36 WARN=0 ERROR=1 SKIP=0 TOTAL=37",
+        "Done. PASS=38 WARN=0 ERROR=1 SKIP=0 NO-OP=0 TOTAL=39",
         f"Prefect flow run '{run.flow_run_name}' of flow 'shop': Failed",
         "Run report: Prefect artifact dbt-shop-build",
     ]
@@ -355,7 +355,7 @@ def test_a_failing_test_exits_1_fails_the_flow_and_is_summarised_with_its_messag
     assert state_of(flow_run) == ("FAILED", "Failed")
     artifacts = artifacts_of(flow_run.id)
     report = artifacts["dbt-shop-build"].data
-    assert "**PASS=36 WARN=0 ERROR=1 SKIP=0 TOTAL=37**" in report
+    assert "**PASS=38 WARN=0 ERROR=1 SKIP=0 NO-OP=0 TOTAL=39**" in report
     assert (
         "## Failures (1)\n\n"
         "**test assert_demo_failure** · fail · `tests/assert_demo_failure.sql`\n\n"
@@ -403,14 +403,14 @@ def test_usage_and_dbt_errors_exit_2(tmp_path: Path) -> None:
         "Error: dbt build: No such option '--no-such-flag'. See `dbt build --help`.",
     ]
     # The same check, in-process: dbt's own parser, before any flow run.
-    assert _dbt_usage_error(["source", "freshness", "--vars", "{oops"], "source freshness", project, project) == (
+    assert dbt_usage_error(["source", "freshness", "--vars", "{oops"], "source freshness", project, project) == (
         "dbt source freshness: Invalid value for '--vars': String '{oops' is not valid YAML. "
         "See `dbt source freshness --help`."
     )
-    assert _dbt_usage_error(["run", "extra"], "run", project, project) == (
+    assert dbt_usage_error(["run", "extra"], "run", project, project) == (
         "dbt run: Got unexpected extra argument (extra). See `dbt run --help`."
     )
-    assert _dbt_usage_error(["build", "-s", "orders+", "--vars", "{x: 1}", "--full-refresh"], "build", project, project) is None
+    assert dbt_usage_error(["build", "-s", "orders+", "--vars", "{x: 1}", "--full-refresh"], "build", project, project) is None
 
     # The same command line, in-process through Typer's test runner.
     no_command = CliRunner().invoke(app, ["bogus"])
@@ -438,7 +438,7 @@ def test_usage_and_dbt_errors_exit_2(tmp_path: Path) -> None:
     flow_run = flow_run_named(broken.flow_run_name)
     assert state_of(flow_run) == ("FAILED", "Failed")
     report = artifacts_of(flow_run.id)["dbt-shop-build"]
-    assert report.description == "`dbt build` in project shop: PASS=0 WARN=0 ERROR=0 SKIP=0 TOTAL=0, then dbt stopped with an error"
+    assert report.description == "`dbt build` in project shop: PASS=0 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=0, then dbt stopped with an error"
     assert "## dbt error" in report.data and "unexpected '}', expected ')'" in report.data
     assert "Traceback" not in broken.stdout + broken.stderr
 
@@ -461,7 +461,7 @@ def test_help_reads_like_dbt() -> None:
 def test_the_flow_run_link_follows_prefects_ui_url() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from dbt_prefect.cli import flow_run_url
+    from dbt_prefect.cli.main import flow_run_url
 
     run_id = uuid.uuid4()
     # The session's server runs without the UI: no link.

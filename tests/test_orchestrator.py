@@ -13,7 +13,7 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dbt_prefect import PrefectDbtRunnerFailure
-from dbt_prefect.orchestrator import OrchestratorUsageError
+from dbt_prefect import OrchestratorUsageError
 from orchestrator_support import (  # noqa: F401  (fixtures)
     dask_cluster,
     dask_runner,
@@ -293,7 +293,7 @@ def test_an_unknown_concurrency_limit_name_is_an_error(shop: Path) -> None:
 
 def test_run_build_outside_a_flow_says_to_use_a_flow(shop: Path) -> None:
     from dbt_prefect import PrefectDbtSettings
-    from dbt_prefect.orchestrator import PrefectDbtOrchestrator
+    from dbt_prefect import PrefectDbtOrchestrator
 
     with pytest.raises(OrchestratorUsageError, match="must be called inside a Prefect flow"):
         PrefectDbtOrchestrator(settings=PrefectDbtSettings(project_dir=shop, profiles_dir=shop)).run_build()

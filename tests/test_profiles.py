@@ -25,7 +25,7 @@ from dbt_common.context import set_invocation_context
 from pydantic import Field, SecretStr
 
 from dbt_prefect.errors import DbtProfilesError, ProfileTemplateError
-from dbt_prefect.profiles import (
+from dbt_prefect.profiles.resolve import (
     BlockDocumentNotFound,
     BlockTypeNotFound,
     ResolvedProfiles,
@@ -528,7 +528,7 @@ def test_resolved_profiles_missing_file_raises_dbt_profiles_error(tmp_path):
 def test_importing_the_module_does_not_import_prefect():
     code = (
         "import sys; import dbt_prefect; before = set(sys.modules); "
-        "import dbt_prefect.profiles; "
+        "import dbt_prefect.profiles.resolve; "
         "new = [m for m in set(sys.modules) - before if m == 'prefect' or m.startswith('prefect.')]; "
         "print(new)"
     )

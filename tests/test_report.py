@@ -15,13 +15,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.context import FlowRunContext, TaskRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
-from dbt_prefect.report import (
+from dbt_prefect.runner.report import (
     MAX_MARKDOWN_NODES,
     NodeReport,
     RunReport,
     artifact_key,
     render_markdown,
-    status_category,
 )
 
 from conftest import make_shop_copy
@@ -96,7 +95,7 @@ def test_one_markdown_and_one_table_artifact_per_invoke_under_stable_keys(severa
 
 def test_the_markdown_report_has_counts_slowest_nodes_and_a_node_table(several_invokes: dict[str, Any]) -> None:
     seed = several_invokes["artifacts"]["dbt-shop-seed"]
-    assert seed.description == "`dbt seed` in project shop: PASS=3 WARN=0 ERROR=0 SKIP=0 TOTAL=3"
+    assert seed.description == "`dbt seed` in project shop: PASS=5 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=5"
     lines = masked(seed.data)
     slowest = lines[12:17]
     assert lines[:12] + lines[17:] == [
@@ -104,7 +103,7 @@ def test_the_markdown_report_has_counts_slowest_nodes_and_a_node_table(several_i
         "",
         "`dbt seed`",
         "",
-        "**PASS=3 WARN=0 ERROR=0 SKIP=0 TOTAL=3**",
+        "**PASS=5 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=5**",
         "",
         "| Status | Nodes |",
         "| :-- | --: |",
@@ -165,30 +164,21 @@ def test_artifact_keys_are_valid_prefect_keys(project: str, command: str, key: s
     ArtifactCreate(key=f"{key}-nodes")
 
 
-def test_statuses_fall_into_dbts_four_groups() -> None:
-    groups = {s: status_category(s) for s in ("success", "pass", "no-op", "warn", "fail", "error", "runtime error", "partial success", "skipped")}
-    assert groups == {
-        "success": "pass",
-        "pass": "pass",
-        "no-op": "pass",
-        "warn": "warn",
-        "fail": "error",
-        "error": "error",
-        "runtime error": "error",
-        "partial success": "error",
-        "skipped": "skip",
-    }
-
-
 def test_failure_messages_and_odd_names_keep_the_markdown_intact() -> None:
     message = "Database Error in model a|b\n  syntax error at ```\nline 3"
     nodes = [
-        NodeReport("model.p.a|b", "a|b", "model", "error", message, 0.5, None, "duckdb://db/s/a|b", "models/a.sql"),
-        NodeReport("test.p.t", "t", "test", "warn", "Got 1 result, configured to warn if != 0", 0.25),
-        NodeReport("model.p.c", "c", "model", "skipped", "Skipped because model a|b finished with status error"),
+        NodeReport(
+            "model.p.a|b", "a|b", "model", "error", message, 0.5, None, "duckdb://db/s/a|b", "models/a.sql",
+            task_run_name="model a|b",
+        ),
+        NodeReport("test.p.t", "t", "test", "warn", "Got 1 result, configured to warn if != 0", 0.25, task_run_name="test t"),
+        NodeReport(
+            "model.p.c", "c", "model", "skipped", "Skipped because model a|b finished with status error",
+            task_run_name="model c",
+        ),
     ]
     text = render_markdown(RunReport(project="p", command="build", args=("build",), nodes=nodes))
-    assert "**PASS=0 WARN=1 ERROR=1 SKIP=1 TOTAL=3**" in text
+    assert "**PASS=0 WARN=1 ERROR=1 SKIP=1 NO-OP=0 TOTAL=3**" in text
     assert "**model a|b** · error · `models/a.sql`\n\n````text\n" + message + "\n````\n" in text
     assert "## Warnings (1)\n\n**test t** · warn\n\n```text\nGot 1 result, configured to warn if != 0\n```" in text
     assert "| a\\|b | model | error | 0.50 |  | `duckdb://db/s/a\\|b` |" in text
@@ -200,7 +190,10 @@ def test_failure_messages_and_odd_names_keep_the_markdown_intact() -> None:
 
 
 def test_the_markdown_lists_at_most_500_nodes_and_the_slowest_10() -> None:
-    nodes = [NodeReport(f"test.p.t{i}", f"t{i:04d}", "test", "pass", "", i / 1000) for i in range(MAX_MARKDOWN_NODES + 20)]
+    nodes = [
+        NodeReport(f"test.p.t{i}", f"t{i:04d}", "test", "pass", "", i / 1000, task_run_name=f"test t{i:04d}")
+        for i in range(MAX_MARKDOWN_NODES + 20)
+    ]
     report = RunReport(project="p", command="test", nodes=nodes)
     text = render_markdown(report)
     table = text.split("## Nodes (520)")[1]

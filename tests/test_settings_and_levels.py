@@ -10,8 +10,8 @@ from dbt_common.events.base_types import EventLevel
 from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
 
 from dbt_prefect import PrefectDbtSettings
-from dbt_prefect.args import parse_invocation
-from dbt_prefect.levels import python_level, to_dbt_level
+from dbt_prefect.runner.args import parse_invocation
+from dbt_prefect.model.levels import python_level, to_dbt_level
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public name -> the module that defines it.
 _LAZY_EXPORTS = {
-    "PrefectDbtRunner": "dbt_prefect.runner",
+    "PrefectDbtRunner": "dbt_prefect.runner.runner",
+    "PrefectDbtOrchestrator": "dbt_prefect.orchestrator.orchestrator",
     "PrefectDbtSettings": "dbt_prefect.settings",
-    "DbtNode": "dbt_prefect.nodes",
+    "DbtPrefectTranslator": "dbt_prefect.model.translator",
+    "DbtNode": "dbt_prefect.model.nodes",
     "DbtPrefectError": "dbt_prefect.errors",
     "DbtProjectNotFound": "dbt_prefect.errors",
     "DbtProfilesError": "dbt_prefect.errors",
@@ -23,6 +26,7 @@ _LAZY_EXPORTS = {
     "DbtCommandFailed": "dbt_prefect.errors",
     "ProfileTemplateError": "dbt_prefect.errors",
     "PrefectDbtRunnerFailure": "dbt_prefect.errors",
+    "OrchestratorUsageError": "dbt_prefect.errors",
 }
 
 __all__ = [*_LAZY_EXPORTS, "__version__"]
@@ -35,18 +39,21 @@ if TYPE_CHECKING:
         DbtProfilesError,
         DbtProjectNotFound,
         DbtWarehouseLocked,
+        OrchestratorUsageError,
         PrefectDbtRunnerFailure,
         ProfileTemplateError,
     )
-    from dbt_prefect.nodes import DbtNode  # noqa: F401
-    from dbt_prefect.runner import PrefectDbtRunner  # noqa: F401
+    from dbt_prefect.model.nodes import DbtNode  # noqa: F401
+    from dbt_prefect.model.translator import DbtPrefectTranslator  # noqa: F401
+    from dbt_prefect.orchestrator.orchestrator import PrefectDbtOrchestrator  # noqa: F401
+    from dbt_prefect.runner.runner import PrefectDbtRunner  # noqa: F401
     from dbt_prefect.settings import PrefectDbtSettings  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
     if name == "plugins":
         # Looked up by dbt's plugin manager, which has already imported dbt itself.
-        from dbt_prefect._dbt_plugin import ManifestCapturePlugin
+        from dbt_prefect._compat.dbt_plugin import ManifestCapturePlugin
 
         return [ManifestCapturePlugin]
     module_name = _LAZY_EXPORTS.get(name)

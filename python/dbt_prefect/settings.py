@@ -9,7 +9,7 @@ from typing import Any, Optional
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dbt_prefect.levels import to_dbt_level
+from dbt_prefect.model.levels import to_dbt_level
 
 
 def _default_profiles_dir() -> Path:

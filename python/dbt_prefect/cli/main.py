@@ -22,7 +22,7 @@ from typing import Annotated, Any, Optional, Sequence
 
 import typer
 
-from dbt_prefect.progress import ProgressDisplay, console_logs_to, live_terminal
+from dbt_prefect.cli.progress import ProgressDisplay, console_logs_to, live_terminal
 
 EXIT_SUCCESS, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -230,16 +230,16 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     # adds a plain stderr handler to the root logger).
     from prefect import tags
 
-    from dbt_prefect.args import parse_invocation
+    from dbt_prefect.runner.args import parse_invocation
     from dbt_prefect.errors import DbtPrefectError
-    from dbt_prefect.report import project_name
-    from dbt_prefect.runner import _check_project
+    from dbt_prefect.runner.report import project_name
+    from dbt_prefect.runner.invocation import check_project
     from dbt_prefect.settings import PrefectDbtSettings
 
     given = {k: v for k, v in (("project_dir", options.project_dir), ("profiles_dir", options.profiles_dir)) if v}
     try:
         settings = PrefectDbtSettings(**given)
-        _check_project(settings.project_dir)
+        check_project(settings.project_dir)
         invocation = parse_invocation(list(args))
     except DbtPrefectError as exc:
         _print_error(str(exc))
@@ -247,7 +247,7 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     except Exception as exc:  # e.g. an invalid DBT_* variable
         _print_error(f"{type(exc).__name__}: {exc}")
         return EXIT_ERROR
-    usage = _dbt_usage_error(args, invocation.command, settings.project_dir, settings.profiles_dir)
+    usage = dbt_usage_error(args, invocation.command, settings.project_dir, settings.profiles_dir)
     if usage is not None:
         if ctx is not None:
             print(ctx.get_usage(), file=sys.stderr)
@@ -284,7 +284,7 @@ def _make_flow(project: str, settings: Any, options: Options, display: "Progress
     from prefect import flow
     from prefect.context import FlowRunContext
 
-    from dbt_prefect.runner import PrefectDbtRunner
+    from dbt_prefect.runner.runner import PrefectDbtRunner
 
     def dbt(command: str, args: list[str]) -> None:
         flow_run = FlowRunContext.get().flow_run
@@ -328,7 +328,7 @@ def exit_code(outcome: _Outcome) -> int:
     return EXIT_SUCCESS if getattr(outcome.result, "success", False) else EXIT_FAILURES
 
 
-def _dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profiles_dir: Path) -> Optional[str]:
+def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profiles_dir: Path) -> Optional[str]:
     """dbt's own complaint about the flags (unknown flag, bad value), before any flow run exists."""
     import click
     from dbt.cli.main import cli
@@ -367,14 +367,15 @@ def _report_of(outcome: _Outcome, command: str, project: str) -> Any:
     report = getattr(runner, "last_report", None)
     if report is not None:
         return report
-    from dbt_prefect.report import build_report
+    from dbt_prefect.runner.failures import result_statuses
+    from dbt_prefect.runner.report import build_report
 
     return build_report(
         recorder.finished,
         project=project,
         command=command,
-        adapter_type=recorder.catalog.adapter_type,
         with_asset_keys=not runner.disable_assets,
+        dbt_statuses=result_statuses(outcome.result),
     )
 
 
@@ -387,7 +388,7 @@ _HEADINGS = {"fail": "Failure in", "warn": "Warning in", "partial success": "Par
 
 def summary_lines(report: Any, outcome: _Outcome, project: str, code: int, elapsed: float) -> list[tuple[str, str]]:
     """The closing summary, like dbt's, as (text, style) lines."""
-    from dbt_prefect.report import NO_REPORT_COMMANDS
+    from dbt_prefect.runner.report import NO_REPORT_COMMANDS
 
     lines: list[tuple[str, str]] = [("", "")]
     error = outcome.error or outcome.engine_error
@@ -413,7 +414,7 @@ def summary_lines(report: Any, outcome: _Outcome, project: str, code: int, elaps
             heading = _HEADINGS.get(node.status, "Error in")
             where = f" ({node.path})" if node.path else ""
             lines.append(("", ""))
-            lines.append((f"{heading} {node.display_name}{where}", "red" if node in failures else "yellow"))
+            lines.append((f"{heading} {node.task_run_name}{where}", "red" if node in failures else "yellow"))
             for text in (node.message or f"dbt status: {node.status}").splitlines():
                 lines.append((f"  {text}", ""))
         if counted:

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from dbt_prefect.args import DbtInvocation, parse_invocation
-from dbt_prefect.errors import (
-    DbtArgumentsError,
-    DbtCommandFailed,
-    DbtProfilesError,
-    DbtProjectNotFound,
-    DbtWarehouseLocked,
-)
-from dbt_prefect.levels import python_level, to_dbt_level
+from dbt.cli.main import dbtRunner, dbtRunnerResult
+from prefect.client.orchestration import SyncPrefectClient
+
+from dbt_prefect._compat.dbt_plugin import capture_manifest
+from dbt_prefect.errors import DbtCommandFailed
+from dbt_prefect.model.levels import python_level, to_dbt_level
+from dbt_prefect.model.nodes import NodeCatalog
+from dbt_prefect.model.translator import DbtPrefectTranslator
+from dbt_prefect.profiles.resolve import ResolvedProfiles, resolved_profiles
+from dbt_prefect.runner.args import DbtInvocation, parse_invocation
+from dbt_prefect.runner.asset_events import AssetEmitter
+from dbt_prefect.runner.events import DbtEventRouter
+from dbt_prefect.runner.failures import OperationErrors, node_results, summarise_failures
+from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
+from dbt_prefect.runner.readback import wait_until_recorded
+from dbt_prefect.runner.recorder import RunRecorder, RunTarget
+from dbt_prefect.runner.report import RunReport, publish_run_report
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
-
-# dbt keeps process-wide state (its flags, adapter registry, event manager and invocation
-# id), so two dbt invocations cannot safely overlap in one process. Runners in different
-# threads take turns; each still sees only its own task runs and logs.
-_DBT_INVOCATION_LOCK = threading.RLock()
 
 # Commands that run without a dbt project directory.
 _NO_PROJECT_COMMANDS = frozenset({"init"})
@@ -51,6 +53,7 @@ class PrefectDbtRunner:
         include_compiled_code: bool = False,
         disable_assets: bool = False,
         create_summary_artifact: bool = True,
+        translator: Optional[DbtPrefectTranslator] = None,
     ) -> None:
         self.manifest = manifest
         self.settings = settings if settings is not None else PrefectDbtSettings()
@@ -60,8 +63,13 @@ class PrefectDbtRunner:
         self.disable_assets = disable_assets
         # Publish the run report artifacts (report.py) at the end of every invoke in a flow.
         self.create_summary_artifact = create_summary_artifact
+        # Task-run names, asset keys and properties, materialization metadata (translator.py).
+        self.translator = translator if translator is not None else DbtPrefectTranslator()
         # How long invoke() waits for the server to show every task run it recorded.
         self.record_timeout_seconds = 60.0
+        # The last invoke's recorder and run report, for the CLI's summary.
+        self.last_recorder: Optional[RunRecorder] = None
+        self.last_report: Optional[RunReport] = None
 
     # -- public ----------------------------------------------------------------------
     def invoke(self, args: Sequence[str], **kwargs: Any) -> Any:
@@ -74,21 +82,17 @@ class PrefectDbtRunner:
 
         top_command = invocation.command.split(" ")[0]
         if top_command not in _NO_PROJECT_COMMANDS:
-            _check_project(project_dir)
+            check_project(project_dir)
         operation_errors = None
         if invocation.command == "run-operation":
             # run-operation's result names no node; keep dbt's error line for the summary.
-            from dbt_prefect.failures import OperationErrors
-
             operation_errors = OperationErrors()
             kwargs = {**kwargs, "callbacks": [*(kwargs.get("callbacks") or []), operation_errors]}
 
-        with _DBT_INVOCATION_LOCK:
+        with DBT_INVOCATION_LOCK:
             if top_command in _NO_PROFILE_COMMANDS:
                 result = self._run_dbt(invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None)
             else:
-                from dbt_prefect.profiles import resolved_profiles
-
                 with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
                     result = self._run_dbt(
                         invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles
@@ -104,20 +108,12 @@ class PrefectDbtRunner:
         profiles_dir: Path,
         target_path: Any,
         dbt_level: str,
-        profiles: Any,
-    ) -> Any:
-        from dbt.cli.main import dbtRunner
-
-        from dbt_prefect._dbt_plugin import capture_manifest
-        from dbt_prefect.assets import AssetEmitter
-        from dbt_prefect.events import DbtEventRouter
-        from dbt_prefect.nodes import NodeCatalog
-        from dbt_prefect.tracking import RunRecorder, RunTarget
-
+        profiles: Optional[ResolvedProfiles],
+    ) -> Optional[dbtRunnerResult]:
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
-        scrub = _scrubber(getattr(profiles, "secret_values", ()) or ())
-        catalog = NodeCatalog(self.manifest)
+        scrub = scrubber(profiles.secret_values if profiles is not None else ())
+        catalog = NodeCatalog(self.manifest, self.translator)
         emitter = None
         if target is not None and not self.disable_assets:
             emitter = AssetEmitter(catalog, include_compiled_code=self.include_compiled_code, scrub=scrub)
@@ -159,22 +155,12 @@ class PrefectDbtRunner:
                 dbt_raised = True
             recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
             if target is not None:
-                missing = recorder.wait_until_recorded(self.record_timeout_seconds)
-                if emitter is not None:
-                    emitter.wait_until_recorded(self.record_timeout_seconds)
-                if missing:
-                    _logger.warning(
-                        "%d of %d dbt task runs were not yet visible on the Prefect server after %.0f s",
-                        len(missing),
-                        len(recorder.task_run_ids),
-                        self.record_timeout_seconds,
-                    )
+                event_ids = emitter.event_ids if emitter is not None else []
+                wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds)
         self.last_recorder = recorder
         # -- run report artifact (report.py); never raises ----------------------------
         self.last_report = None
         if target is not None and self.create_summary_artifact:
-            from dbt_prefect.report import publish_run_report
-
             self.last_report = publish_run_report(
                 recorder,
                 command=invocation.command,
@@ -197,10 +183,8 @@ class PrefectDbtRunner:
             # they keep their type so the flow run ends as cancelled or crashed.
             raise exception
         if exception is not None:
-            raise _translate_dbt_exception(exception, invocation, project_dir, profiles_dir) from None
+            raise translate_dbt_exception(exception, invocation, project_dir, profiles_dir) from None
         if not getattr(result, "success", False) and self.raise_on_failure:
-            from dbt_prefect.failures import summarise_failures
-
             failure = summarise_failures(invocation.command, result, operation_errors, _operation_name(invocation))
             if failure is not None:
                 raise failure
@@ -220,41 +204,12 @@ def _operation_name(invocation: DbtInvocation) -> str:
 def _sync_client_or_none(client: Any) -> Any:
     # The official signature takes a PrefectClient; only a synchronous one can be used
     # from invoke(), which is synchronous. Otherwise a client is opened when needed.
-    from prefect.client.orchestration import SyncPrefectClient
-
     return client if isinstance(client, SyncPrefectClient) else None
-
-
-def _check_project(project_dir: Path) -> None:
-    if not project_dir.is_dir():
-        raise DbtProjectNotFound(
-            f"dbt project directory {project_dir} does not exist "
-            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir)"
-        )
-    if not (project_dir / "dbt_project.yml").is_file():
-        raise DbtProjectNotFound(
-            f"no dbt_project.yml in {project_dir} "
-            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir to your dbt project)"
-        )
 
 
 def _prefect_threshold(target: Any) -> int:
     name = "prefect.flow_runs" if target is not None else "prefect.dbt"
     return logging.getLogger(name).getEffectiveLevel()
-
-
-def _scrubber(secret_values: Any):
-    secrets = sorted((s for s in secret_values if s), key=len, reverse=True)
-    if not secrets:
-        return lambda text: text
-
-    def scrub(text: str) -> str:
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, "*****")
-        return text
-
-    return scrub
 
 
 def _without_managed_flags(args: Sequence[str]) -> list[str]:
@@ -273,8 +228,6 @@ def _without_managed_flags(args: Sequence[str]) -> list[str]:
 
 
 def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
-    from dbt_prefect.failures import node_results
-
     statuses: dict[str, tuple[str, str]] = {}
     for entry in node_results(result):
         node = getattr(entry, "node", None)
@@ -285,21 +238,3 @@ def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
     return statuses
 
 
-def _translate_dbt_exception(exc: BaseException, invocation: DbtInvocation, project_dir: Path, profiles_dir: Path) -> Exception:
-    text = str(exc).strip()
-    kind = type(exc).__name__
-    if "Could not set lock" in text:
-        return DbtWarehouseLocked(
-            f"the DuckDB database is locked by another process: {text} "
-            "(close the other connection, e.g. a DuckDB shell or another dbt run, or point the profile's `path` at another file)"
-        )
-    if kind == "DbtUsageException" or kind.endswith("UsageError"):
-        return DbtArgumentsError(
-            f"dbt cannot run {list(invocation.args)!r}: {text} (check the arguments with `dbt {invocation.command} --help`)"
-        )
-    if kind == "DbtProfileError" or "profile" in kind.lower():
-        return DbtProfilesError(
-            f"{text}\n(profiles.yml read from {profiles_dir}; fix the profile or target, "
-            "or pass --target / --profiles-dir, DBT_PROFILES_DIR, PrefectDbtSettings(profiles_dir=...))"
-        )
-    return DbtCommandFailed(f"dbt command '{invocation.command}' failed: {kind}: {text}")

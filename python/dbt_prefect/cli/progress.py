@@ -14,6 +14,10 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
+from dbt_prefect.model.nodes import node_from_node_info
+from dbt_prefect.model.statuses import SUMMARY_BUCKETS, classify
+from dbt_prefect.model.translator import DbtPrefectTranslator
+
 
 def live_terminal() -> bool:
     """Live progress on an interactive terminal; plain lines in CI, in pipes and on dumb terminals."""
@@ -88,7 +92,8 @@ _TOTAL_EVENTS = frozenset(
     }
 )
 _STOP = object()
-_STYLES = {"pass": "green", "warn": "yellow", "error": "red", "skip": "bright_black"}
+# Per bucket of dbt's closing line (model/statuses.py).
+_STYLES = {"PASS": "green", "WARN": "yellow", "ERROR": "red", "SKIP": "bright_black", "NO-OP": "bright_black"}
 _MAX_RUNNING_SHOWN = 3
 
 
@@ -101,14 +106,17 @@ class ProgressDisplay:
     counts several times a second.
     """
 
-    def __init__(self, command: str, project: str, live: bool) -> None:
+    def __init__(
+        self, command: str, project: str, live: bool, translator: Optional[DbtPrefectTranslator] = None
+    ) -> None:
         self.command = command
         self.project = project
         self.live = live
+        self.translator = translator if translator is not None else DbtPrefectTranslator()
         self.flow_run_name: Optional[str] = None
         self.total: Optional[int] = None
         self.done = 0
-        self.counts = {"pass": 0, "warn": 0, "error": 0, "skip": 0}
+        self.counts = dict.fromkeys(SUMMARY_BUCKETS, 0)
         self.running: dict[str, str] = {}
         self._lock = threading.Lock()
         self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -198,8 +206,6 @@ class ProgressDisplay:
             print(text, flush=True)
 
     def _event(self, msg: Any) -> None:
-        from dbt_prefect.report import status_category, status_label
-
         name = msg.info.name
         data = msg.data
         if name in _TOTAL_EVENTS:
@@ -211,25 +217,24 @@ class ProgressDisplay:
         node_info = data.node_info
         if node_info.materialized == "ephemeral":
             return  # ephemeral models are compiled into their children, never run
-        label = f"{node_info.resource_type} {node_info.node_name}"
+        label = self.translator.task_run_name(node_from_node_info(node_info))
         if name == _NODE_START:
             with self._lock:
                 self.running[node_info.unique_id] = label
             return
         result = data.run_result
-        status = result.status
-        category = status_category(status)
+        info = classify(result.status)
         with self._lock:
             self.running.pop(node_info.unique_id, None)
             self.done += 1
-            self.counts[category] += 1
+            self.counts[info.bucket] += 1
             done, total = self.done, self.total
-        if self.live and category not in ("error", "warn"):
+        if self.live and info.bucket not in ("ERROR", "WARN"):
             return
         width = len(str(total)) if total else 1
         position = f"{done:>{width}}/{total if total else '?'}"
-        timing = "" if status == "skipped" else f" [{result.execution_time:.2f}s]"
-        self._print(f"{position} {status_label(status):<5} {label}{timing}", _STYLES.get(category))
+        timing = "" if info.skipped else f" [{result.execution_time:.2f}s]"
+        self._print(f"{position} {info.label:<5} {label}{timing}", _STYLES.get(info.bucket))
 
     # -- live rendering (rich's refresh thread) --------------------------------------
     def _render(self) -> Any:
@@ -263,10 +268,11 @@ class ProgressDisplay:
             Text(f"{elapsed // 60}:{elapsed % 60:02d}", style="cyan"),
         )
         tally = Text()
-        for i, category in enumerate(("pass", "warn", "error", "skip")):
+        shown = [bucket for bucket in SUMMARY_BUCKETS if bucket != "NO-OP" or counts[bucket]]
+        for i, bucket in enumerate(shown):
             if i:
                 tally.append(" · ")
-            tally.append(f"{category} {counts[category]}", style=_STYLES[category] if counts[category] else "")
+            tally.append(f"{bucket.lower()} {counts[bucket]}", style=_STYLES[bucket] if counts[bucket] else "")
         parts: list[Any] = [header, bar, tally]
         if not finished:
             if running:

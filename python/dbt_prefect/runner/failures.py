@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 from dbt_prefect.errors import PrefectDbtRunnerFailure
-
-_FAILED = {"fail": "failed", "error": "errored", "runtime error": "errored", "partial success": "partially failed"}
+from dbt_prefect.model.statuses import classify
 
 
 def node_results(result: Any) -> list[Any]:
@@ -21,14 +20,14 @@ def node_results(result: Any) -> list[Any]:
         return []
 
 
-def _status(entry: Any) -> str:
-    status = getattr(entry, "status", "")
-    return str(getattr(status, "value", status))
-
-
 def _display_type(resource_type: str) -> str:
     words = resource_type.replace("_", " ")
     return words[:1].upper() + words[1:]
+
+
+def result_statuses(result: Any) -> list[str]:
+    """The status of every entry of dbt's result, run hooks included, in dbt's order."""
+    return [str(getattr(entry.status, "value", entry.status)) for entry in node_results(result)]
 
 
 class OperationErrors:
@@ -48,7 +47,7 @@ class OperationErrors:
 def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] = None, operation_name: str = "") -> list[str]:
     lines = []
     for entry in results:
-        verb = _FAILED.get(_status(entry))
+        verb = classify(getattr(entry, "status", "")).failure_verb
         if verb is None:
             continue
         node = getattr(entry, "node", None)

@@ -20,17 +20,40 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
-from dbt_prefect._dbt_compat import forget_compilation
-from dbt_prefect._worker_project import (
+from dbt.cli.main import dbtRunner
+from prefect.concurrency.sync import concurrency
+from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
+
+from dbt_prefect._compat.dbt import WarmPathUnavailable, forget_compilation, run_result
+from dbt_prefect._compat.prefect import flush_events_and_logs
+from dbt_prefect.model.levels import python_level
+from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
+from dbt_prefect.model.nodes import DbtNode, FinishedNode
+from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS, classify, is_failure, prefect_state, skip_reason
+from dbt_prefect.orchestrator.warm_project import (
     ProjectSpec,
-    _common_args,
-    _invocation_lock,
-    _resource_type,
-    _secret_environment,
-    _WarmProject,
+    WarmProject,
+    common_args,
+    resource_type,
+    secret_environment,
     warm_project,
     worker_name,
 )
+from dbt_prefect.profiles.resolve import temporary_environ
+from dbt_prefect.runner.asset_events import AssetEmitter
+from dbt_prefect.runner.events import (
+    JINJA_LOG_EVENTS,
+    NODE_FINISHED,
+    RECORD_PREFIX,
+    event_level,
+    event_unique_id,
+    log_event,
+    package_record,
+)
+from dbt_prefect.runner.failures import node_results
+from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, Scrub, scrubber
+from dbt_prefect.runner.recorder import COLLECT_METADATA_ENV
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -54,20 +77,20 @@ class NodeOutcome:
     ran_to: float = 0.0
     # Seconds this task spent preparing the project on a cold worker (parse), else None.
     cold_start_seconds: Optional[float] = None
+    # Whether dbt ran the node in the worker's warm session rather than through dbtRunner.
+    warm_session: bool = False
     asset_event_ids: tuple[Any, ...] = ()
 
 
 def node_selector(entry: Any) -> str:
     """A selector for exactly this node: its fully qualified name and resource type."""
-    return f"fqn:{'.'.join(entry.fqn)},resource_type:{_resource_type(entry)}"
+    return f"fqn:{'.'.join(entry.fqn)},resource_type:{resource_type(entry)}"
 
 
 class _NodeLog:
     """The dbt callback for one node invocation: its lines go to the node's task run."""
 
-    def __init__(self, unique_id: str, threshold: int, scrub: Any, also: frozenset[str] = frozenset()) -> None:
-        from prefect.logging import get_run_logger
-
+    def __init__(self, unique_id: str, threshold: int, scrub: Scrub, also: frozenset[str] = frozenset()) -> None:
         adapter = get_run_logger()
         self.logger: logging.Logger = getattr(adapter, "logger", adapter)
         self.extra: dict[str, Any] = dict(getattr(adapter, "extra", {}) or {})
@@ -77,13 +100,9 @@ class _NodeLog:
         self.scrub = scrub
         self.node_info: Any = None
         self.run_result: Any = None
-        self.metadata: Any = None  # what the dbt package's collect_metadata() post-hook read
+        self.metadata: Optional[WarehouseMetadata] = None  # what the package's collect_metadata() read
 
     def __call__(self, msg: Any) -> None:
-        from dbt_prefect.events import (
-            JINJA_LOG_EVENTS, NODE_FINISHED, RECORD_PREFIX, event_level, event_text, event_timestamp, event_unique_id,
-        )
-
         if msg.info.name in JINJA_LOG_EVENTS and msg.info.msg.startswith(RECORD_PREFIX):
             self._record(msg.info.msg)
             return
@@ -99,29 +118,17 @@ class _NodeLog:
                 return
         elif level < max(self.threshold, logging.WARNING):
             return
-        if not self.logger.isEnabledFor(level):
-            return
-        record = self.logger.makeRecord(
-            self.logger.name, level, "dbt", 0, self.scrub(event_text(msg)), None, None, extra=self.extra
-        )
-        created = event_timestamp(msg)
-        record.created = created
-        record.msecs = (created - int(created)) * 1000
-        self.logger.handle(record)
+        if self.logger.isEnabledFor(level):
+            log_event(self.logger, self.extra, msg, level, self.scrub)
 
     def _record(self, text: str) -> None:
-        # The dbt package's lines for the runner (tracking.RunRecorder._record): kept, not logged.
-        from dbt_prefect.events import METADATA_RECORD
-        from dbt_prefect.metadata import MalformedRecord, parse_metadata_record
-
-        if not text.startswith(METADATA_RECORD):
-            return
+        # The dbt package's lines for the runner (as in RunRecorder._record): kept, not logged.
         try:
-            metadata = parse_metadata_record(text[len(METADATA_RECORD):])
+            metadata = package_record(text)
         except MalformedRecord as exc:
             self.logger.warning(self.scrub(f"dbt-prefect ignored a malformed metadata record ({exc})"), extra=self.extra)
             return
-        if metadata.unique_id == self.unique_id:
+        if metadata is not None and metadata.unique_id == self.unique_id:
             self.metadata = metadata
 
 
@@ -143,14 +150,12 @@ def _upstream_outcomes(upstream: Sequence[Any], unique_ids: Sequence[str]) -> li
         if isinstance(value, NodeOutcome):
             outcomes.append(value)
         else:
-            outcomes.append(NodeOutcome(unique_id=unique_id, status="error", message=str(value)))
+            outcomes.append(NodeOutcome(unique_id=unique_id, status=ERROR, message=str(value)))
     return outcomes
 
 
-def _skip_reason(project: _WarmProject, node: Any, parents: list[NodeOutcome]) -> str:
+def _skip_reason(project: WarmProject, node: DbtNode, parents: list[NodeOutcome]) -> str:
     # The runner's own wording, from the parents' results.
-    from dbt_prefect.tracking import skip_reason
-
     return skip_reason(project.catalog, {p.unique_id: p.status for p in parents}.get, node)
 
 
@@ -163,40 +168,37 @@ def run_node(
 ) -> Any:
     """Run one dbt node in the current task run; return its terminal Prefect state.
 
-    The state is the runner's (tracking.state_for_status) and carries the NodeOutcome as
+    The state is the runner's (statuses.prefect_state) and carries the NodeOutcome as
     its data, so children read their parents' results. A Failed state makes Prefect retry
     this node alone when the task has retries left.
     """
-    from dbt_prefect.failures import node_results
-    from dbt_prefect.tracking import FAILED_STATUSES, state_for_status
-
     started = time.time()
     parents = _upstream_outcomes(upstream, upstream_ids)
-    blocked = [p for p in parents if p.status in FAILED_STATUSES or p.status == "skipped"]
+    blocked = [p for p in parents if is_failure(p.status) or classify(p.status).skipped]
     cold: Optional[float] = None
-    outcome = NodeOutcome(unique_id=unique_id, status="error", worker=worker_name(), started=started)
-    from dbt_prefect.runner import _scrubber
+    outcome = NodeOutcome(unique_id=unique_id, status=ERROR, worker=worker_name(), started=started)
 
-    scrub = _scrubber(spec.secret_env.values)
+    scrub = scrubber(spec.secret_env.values)
     try:
-        lock = _invocation_lock()
+        lock = DBT_INVOCATION_LOCK
         if blocked:
             with lock:
                 project, cold = warm_project(spec)
             node = project.catalog.get(unique_id)
-            outcome.status = "skipped"
+            assert node is not None, f"{unique_id} is not in the parsed project"
+            outcome.status = SKIPPED
             outcome.message = _skip_reason(project, node, parents)
         else:
             with _concurrency_slot(options.concurrency_limit):
                 with lock:
                     project, cold = warm_project(spec)
-                    outcome = _invoke_node(spec, project, unique_id, options, scrub, outcome, node_results)
+                    outcome = _invoke_node(spec, project, unique_id, options, scrub, outcome)
     except Exception as exc:  # a node task always ends in a state the runner would give it
-        outcome.status = "error"
+        outcome.status = ERROR
         outcome.message = scrub(f"{type(exc).__name__}: {exc}")
     outcome.cold_start_seconds = cold
     outcome.finished = time.time()
-    state = state_for_status(outcome.status, outcome.message, outcome.finished)
+    state = prefect_state(outcome.status, outcome.message, outcome.finished)
     state.data = outcome
     return state
 
@@ -207,15 +209,10 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
     An on-run-end hook sees the build's nodes as ``results``, from their outcomes
     (``upstream``). The state is Failed, with dbt's message, when a hook failed.
     """
-    from dbt_prefect._dbt_compat import run_result
-    from dbt_prefect.levels import python_level
-    from dbt_prefect.runner import _scrubber
-    from dbt_prefect.tracking import state_for_status
-
-    scrub = _scrubber(spec.secret_env.values)
-    status, message = "error", ""
+    scrub = scrubber(spec.secret_env.values)
+    status, message = ERROR, ""
     try:
-        with _invocation_lock():
+        with DBT_INVOCATION_LOCK:
             project, _ = warm_project(spec)
             if project.session is None:
                 raise RuntimeError(f"on-run hooks need a warm dbt session, which worker {worker_name()} could not open")
@@ -227,14 +224,14 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
                     results.append(run_result(node, outcome.status, outcome.message, outcome.execution_time))
             threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
             listener = _NodeLog(hook_type, threshold, scrub, also=frozenset(hooks))
-            with _secret_environment(spec.secret_env):
+            with secret_environment(spec.secret_env):
                 ran = project.session.run_hooks(hook_type, hooks, results, listener)
-        failed = [r for r in ran if str(getattr(r.status, "value", r.status)) == "error"]
-        status = "error" if failed else "success"
+        failed = [r for r in ran if is_failure(r.status)]
+        status = ERROR if failed else SUCCESS
         message = scrub((failed[0].message or "") if failed else f"{len(ran)} {hook_type} hooks passed")
     except Exception as exc:  # the hook task ends Failed with the reason, like a node
         message = scrub(f"{type(exc).__name__}: {exc}")
-    return state_for_status(status, message, time.time())
+    return prefect_state(status, message, time.time())
 
 
 @contextmanager
@@ -242,23 +239,18 @@ def _concurrency_slot(limit_name: Optional[str]) -> Iterator[None]:
     if not limit_name:
         yield
         return
-    from prefect.concurrency.sync import concurrency
-
     with concurrency(limit_name, occupy=1, strict=True):
         yield
 
 
 def _invoke_node(
     spec: ProjectSpec,
-    project: _WarmProject,
+    project: WarmProject,
     unique_id: str,
     options: NodeOptions,
-    scrub: Any,
+    scrub: Scrub,
     outcome: NodeOutcome,
-    node_results: Any,
 ) -> NodeOutcome:
-    from dbt_prefect.levels import python_level
-
     entry = project.catalog.manifest_entry(unique_id)
     if entry is None:
         outcome.message = f"{unique_id} is not in the project parsed on worker {outcome.worker}"
@@ -266,26 +258,23 @@ def _invoke_node(
     threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
     node_log = _NodeLog(unique_id, threshold, scrub)
     forget_compilation(project.manifest, unique_id)
-    from dbt_prefect.profiles import temporary_environ
-    from dbt_prefect.tracking import COLLECT_METADATA_ENV
 
     # As in the runner: the package's collect_metadata() post-hook queries the warehouse
     # only when its records become asset metadata.
     with temporary_environ({} if options.disable_assets else {COLLECT_METADATA_ENV: "1"}):
         if _warm_path(project, unique_id):
+            outcome.warm_session = True
             _run_in_session(spec, project, unique_id, options, scrub, outcome, node_log)
         else:
-            _run_with_dbt_runner(spec, project, entry, scrub, outcome, node_log, node_results)
+            _run_with_dbt_runner(spec, project, entry, scrub, outcome, node_log)
     if not options.disable_assets and node_log.node_info is not None:
         outcome.asset_event_ids = _emit_assets(project, unique_id, outcome, node_log, options, scrub)
     return outcome
 
 
-def _warm_path(project: _WarmProject, unique_id: str) -> bool:
+def _warm_path(project: WarmProject, unique_id: str) -> bool:
     if project.session is None:
         return False
-    from dbt_prefect._dbt_compat import WarmPathUnavailable
-
     try:
         project.session.check_supported(unique_id)
     except WarmPathUnavailable as exc:
@@ -295,11 +284,11 @@ def _warm_path(project: _WarmProject, unique_id: str) -> bool:
 
 
 def _run_in_session(
-    spec: ProjectSpec, project: _WarmProject, unique_id: str, options: NodeOptions, scrub: Any,
+    spec: ProjectSpec, project: WarmProject, unique_id: str, options: NodeOptions, scrub: Any,
     outcome: NodeOutcome, node_log: "_NodeLog",
 ) -> None:
     outcome.ran_from = time.time()
-    with _secret_environment(spec.secret_env):
+    with secret_environment(spec.secret_env):
         result = project.session.run_node(unique_id, spec.full_refresh, options.build_id, node_log)
     outcome.ran_to = time.time()
     outcome.status = str(getattr(result.status, "value", result.status))
@@ -308,20 +297,17 @@ def _run_in_session(
 
 
 def _run_with_dbt_runner(
-    spec: ProjectSpec, project: _WarmProject, entry: Any, scrub: Any, outcome: NodeOutcome,
-    node_log: "_NodeLog", node_results: Any,
+    spec: ProjectSpec, project: WarmProject, entry: Any, scrub: Scrub, outcome: NodeOutcome, node_log: "_NodeLog"
 ) -> None:
     """The fallback: a one-node dbt command on the parsed manifest (dbt's per-command set-up each time)."""
-    from dbt.cli.main import dbtRunner
-
     unique_id = entry.unique_id
-    command = NODE_COMMANDS[_resource_type(entry)]
-    args = [command, "--select", node_selector(entry), *_common_args(spec, project)]
+    command = NODE_COMMANDS[resource_type(entry)]
+    args = [command, "--select", node_selector(entry), *common_args(spec, project)]
     args += ["--no-write-json", "--no-populate-cache", "--threads", "1"]
     if spec.full_refresh and command in ("run", "seed", "build"):
         args.append("--full-refresh")
     outcome.ran_from = time.time()
-    with _secret_environment(spec.secret_env):
+    with secret_environment(spec.secret_env):
         result = dbtRunner(manifest=project.manifest, callbacks=[node_log]).invoke(args, log_level="none")
     outcome.ran_to = time.time()
     entries = [e for e in node_results(result) if getattr(getattr(e, "node", None), "unique_id", None) == unique_id]
@@ -337,14 +323,10 @@ def _run_with_dbt_runner(
 
 
 def _emit_assets(
-    project: _WarmProject, unique_id: str, outcome: NodeOutcome, node_log: _NodeLog, options: NodeOptions, scrub: Any
+    project: WarmProject, unique_id: str, outcome: NodeOutcome, node_log: _NodeLog, options: NodeOptions, scrub: Scrub
 ) -> tuple[Any, ...]:
-    from prefect.context import TaskRunContext
-
-    from dbt_prefect.assets import AssetEmitter
-    from dbt_prefect.tracking import FinishedNode, state_for_status
-
     node = project.catalog.get(unique_id)
+    assert node is not None, f"{unique_id} is not in the parsed project"
     task_ctx = TaskRunContext.get()
     emitter = AssetEmitter(project.catalog, include_compiled_code=options.include_compiled_code, scrub=scrub)
     finished = FinishedNode(
@@ -356,12 +338,10 @@ def _emit_assets(
         run_result=node_log.run_result,
         metadata=node_log.metadata,
     )
-    emitter.node_finished(finished, state_for_status(outcome.status, outcome.message, time.time()))
+    emitter.node_finished(finished)
     return tuple(emitter.event_ids)
 
 
 def flush_prefect(timeout: float = 30.0) -> bool:
     """Send this process's queued Prefect events and logs now (run on every worker at the end)."""
-    from dbt_prefect._prefect_compat import flush_events_and_logs
-
     return flush_events_and_logs(timeout)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from dbt_prefect.errors import ProfileTemplateError
-from dbt_prefect.profile_resolver import (
+from dbt_prefect.profiles.resolver import (
     BlockDocumentNotFound,
     BlockTypeNotFound,
     PrefectApiError,

@@ -19,15 +19,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Optional
 
-from prefect.client.schemas.objects import StateType, TaskRun, TaskRunPolicy, TaskRunResult
-from prefect.states import Completed, Crashed, Failed, Running, State
+from prefect.client.schemas.objects import TaskRun, TaskRunPolicy, TaskRunResult
+from prefect.states import Crashed, Running, State
 
-from dbt_prefect._prefect_compat import emit_task_run_state_change_event, flush_events_and_logs
-from dbt_prefect.events import (
+from dbt_prefect._compat.prefect import emit_task_run_state_change_event
+from dbt_prefect.runner.events import (
     JINJA_LOG_EVENTS,
-    METADATA_RECORD,
     NODE_FINISHED,
     NODE_START,
     RECORD_PREFIX,
@@ -36,15 +35,12 @@ from dbt_prefect.events import (
     event_text,
     event_timestamp,
     event_unique_id,
+    log_event,
+    package_record,
 )
-from dbt_prefect.metadata import MalformedRecord, WarehouseMetadata, parse_metadata_record
-from dbt_prefect.nodes import DbtNode, NodeCatalog, node_from_node_info
-
-# dbt statuses (RunStatus, TestStatus, FreshnessStatus) and the Prefect state each becomes.
-_COMPLETED_STATUSES = {"success": "Completed", "pass": "Completed", "no-op": "Completed"}
-_WARNED_STATUSES = frozenset({"warn"})
-_SKIPPED_STATUSES = frozenset({"skipped"})
-FAILED_STATUSES = frozenset({"error", "fail", "runtime error", "partial success"})
+from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
+from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
+from dbt_prefect.model.statuses import SKIPPED, classify, prefect_state, skip_reason
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
@@ -63,32 +59,6 @@ COLLECT_METADATA_ENV = "DBT_PREFECT_COLLECT_METADATA"
 
 def _utc(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
-
-
-def state_for_status(status: str, message: Optional[str], timestamp: float) -> State:
-    """The terminal Prefect state for a dbt node status."""
-    when = _utc(timestamp)
-    if status in FAILED_STATUSES:
-        return Failed(message=message or f"dbt status: {status}", timestamp=when)
-    if status in _WARNED_STATUSES:
-        return Completed(name="Warned", message=message or None, timestamp=when)
-    if status in _SKIPPED_STATUSES:
-        return State(type=StateType.COMPLETED, name="Skipped", message=message, timestamp=when)
-    if status in _COMPLETED_STATUSES:
-        return Completed(message=message or None, timestamp=when)
-    # A status this version of dbt-prefect does not know: record it as-is, never as failed.
-    return Completed(name=status.title() if status else "Completed", message=message, timestamp=when)
-
-
-def skip_reason(catalog: NodeCatalog, status_of: Callable[[str], Optional[str]], node: DbtNode) -> str:
-    """Why dbt skipped `node`, from its parents' dbt statuses (`status_of(unique_id)`, None if unknown)."""
-    for parent in catalog.parents(node):
-        status = status_of(parent.unique_id)
-        if status in FAILED_STATUSES:
-            return f"Skipped because {parent.resource_type} {parent.name} finished with status {status}"
-        if status in _SKIPPED_STATUSES:
-            return f"Skipped because {parent.resource_type} {parent.name} was skipped"
-    return "Skipped by dbt"
 
 
 @dataclass(frozen=True)
@@ -124,20 +94,6 @@ class _NodeRun:
         self.last_event: Any = None
         self.log_extra = log_extra
         self.started = started  # dbt's NodeStart timestamp
-
-
-@dataclass
-class FinishedNode:
-    """What dbt reported for one node, kept for assets, summaries and skip reasons."""
-
-    node: DbtNode
-    status: str
-    message: str
-    task_run_id: Optional[uuid.UUID]
-    node_info: Any
-    run_result: Any
-    # Row count and columns collect_metadata read from the warehouse, when it ran.
-    metadata: Optional[WarehouseMetadata] = None
 
 
 class RunRecorder:
@@ -249,7 +205,7 @@ class RunRecorder:
             self._node_finished(msg)
 
     def _node_for(self, node_info: Any) -> DbtNode:
-        return self.catalog.get(node_info.unique_id) or node_from_node_info(node_info)
+        return self.catalog.from_node_info(node_info)
 
     def _node_started(self, msg: Any) -> None:
         node_info = msg.data.node_info
@@ -276,10 +232,10 @@ class RunRecorder:
         message = self._scrub(result.message)
         run = self._open.pop(node.unique_id, None)
         state: Optional[State] = None
-        if status in _SKIPPED_STATUSES:
+        if classify(status).skipped:
             message = self._skip_reason(node) or message
         if run is not None:
-            state = state_for_status(status, message, event_timestamp(msg))
+            state = prefect_state(status, message, event_timestamp(msg))
             self._set_state(run, state)
         finished = FinishedNode(
             node=node,
@@ -298,14 +254,13 @@ class RunRecorder:
     def _record(self, msg: Any) -> None:
         """A line the dbt package logged for the runner; kept, never logged as such."""
         text = msg.info.msg
-        if not text.startswith(METADATA_RECORD):
-            return  # a record of a newer package version: nothing to do with it
         try:
-            metadata = parse_metadata_record(text[len(METADATA_RECORD) :])
+            metadata = package_record(text)
         except MalformedRecord as exc:
             self._warn(event_unique_id(msg), f"dbt-prefect ignored a malformed metadata record ({exc}): {text[:200]}")
             return
-        self._metadata[metadata.unique_id] = metadata
+        if metadata is not None:
+            self._metadata[metadata.unique_id] = metadata
 
     def _warn(self, unique_id: Optional[str], text: str) -> None:
         run = self._open.get(unique_id) if unique_id else None
@@ -416,11 +371,11 @@ class RunRecorder:
             reported = dbt_statuses.get(unique_id)
             if reported is not None:
                 status, message = reported
-                state = state_for_status(status, self._scrub(message), now)
+                state = prefect_state(status, self._scrub(message), now)
             elif dbt_raised:
                 state = Crashed(message="dbt stopped before this node finished", timestamp=_utc(now))
             else:
-                state = state_for_status("skipped", "dbt started this node but never finished it", now)
+                state = prefect_state(SKIPPED, "dbt started this node but never finished it", now)
             self._set_state(run, state)
             del self._open[unique_id]
         for unique_id, (status, message) in dbt_statuses.items():
@@ -430,7 +385,7 @@ class RunRecorder:
                 continue
             done.status = status
             done.message = self._scrub(message)
-            self._set_state(run, state_for_status(status, done.message, now))
+            self._set_state(run, prefect_state(status, done.message, now))
 
     # -- logs ------------------------------------------------------------------------
     def _run_level_logger(self) -> tuple[logging.Logger, dict[str, Any]]:
@@ -466,45 +421,5 @@ class RunRecorder:
         else:
             logger, extra = self._run_logger, self._run_extra
         level = event_level(msg)
-        if not logger.isEnabledFor(level):
-            return
-        text = self._scrub(event_text(msg))
-        record = logger.makeRecord(logger.name, level, "dbt", 0, text, None, None, extra=extra)
-        # Keep the moment dbt emitted the line, not the moment it was forwarded.
-        created = event_timestamp(msg)
-        record.created = created
-        record.msecs = (created - int(created)) * 1000
-        logger.handle(record)
-
-    # -- readback --------------------------------------------------------------------
-    def wait_until_recorded(self, timeout: float) -> list[uuid.UUID]:
-        """Wait until the server shows every task run in a terminal state; return any it does not."""
-        if not self.task_run_ids:
-            return []
-        deadline = time.monotonic() + timeout
-        flush_events_and_logs(timeout)
-        pending = set(self.task_run_ids)
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-
-        delay = 0.05
-        with get_client(sync_client=True) as client:
-            while pending:
-                for batch in _batches(sorted(pending), 200):
-                    runs = client.read_task_runs(
-                        task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)),
-                        limit=len(batch),
-                    )
-                    for task_run in runs:
-                        if task_run.state_type is not None and task_run.state is not None and task_run.state.is_final():
-                            pending.discard(task_run.id)
-                if not pending or time.monotonic() >= deadline:
-                    break
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
-        return sorted(pending)
-
-
-def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+        if logger.isEnabledFor(level):
+            log_event(logger, extra, msg, level, self._scrub)

@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+from google.protobuf.json_format import MessageToDict
+
+from dbt_prefect.runner.failures import result_statuses
+from dbt_prefect.model.statuses import Outcome, classify, summary_counts, summary_line
+
 _logger = logging.getLogger("dbt_prefect")
 
 # Commands that run no dbt node: they get no report.
@@ -29,45 +34,10 @@ NO_REPORT_COMMANDS = frozenset(
     {"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"}
 )
 
-# dbt's statuses (RunStatus, TestStatus, FreshnessStatus) in the four groups dbt's own
-# summary line counts: PASS, WARN, ERROR, SKIP. A status dbt adds later counts as PASS.
-PASS, WARN, ERROR, SKIP = "pass", "warn", "error", "skip"
-CATEGORIES = (PASS, WARN, ERROR, SKIP)
-_CATEGORY = {
-    "success": PASS,
-    "pass": PASS,
-    "no-op": PASS,
-    "warn": WARN,
-    "error": ERROR,
-    "fail": ERROR,
-    "runtime error": ERROR,
-    "partial success": ERROR,
-    "skipped": SKIP,
-}
-# How each status reads in one word, as dbt prints it.
-STATUS_LABELS = {
-    "success": "OK",
-    "pass": "PASS",
-    "no-op": "NO-OP",
-    "warn": "WARN",
-    "error": "ERROR",
-    "fail": "FAIL",
-    "runtime error": "ERROR",
-    "partial success": "PARTIAL",
-    "skipped": "SKIP",
-}
 SLOWEST = 10
 # The markdown lists at most this many nodes; the table artifact always has all of them.
 MAX_MARKDOWN_NODES = 500
 _MAX_CELL = 300
-
-
-def status_category(status: str) -> str:
-    return _CATEGORY.get(status, PASS)
-
-
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(status, status.upper() or "?")
 
 
 def slug(text: str) -> str:
@@ -108,14 +78,11 @@ class NodeReport:
     asset_key: Optional[str] = None
     path: Optional[str] = None
     task_run_id: Any = None
+    task_run_name: str = ""
 
     @property
-    def category(self) -> str:
-        return status_category(self.status)
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.resource_type} {self.name}"
+    def outcome(self) -> Outcome:
+        return classify(self.status).outcome
 
 
 @dataclass
@@ -125,6 +92,9 @@ class RunReport:
     args: tuple[str, ...] = ()
     nodes: list[NodeReport] = field(default_factory=list)
     error: str = ""  # what dbt raised, when it stopped with an error rather than node failures
+    # Every status in dbt's own result, run hooks included: what dbt's Done. line counts.
+    # Empty when dbt returned no result; the nodes are counted then.
+    dbt_statuses: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -136,10 +106,8 @@ class RunReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(CATEGORIES, 0)
-        for node in self.nodes:
-            counts[node.category] += 1
-        return counts
+        """dbt's closing-line counts (PASS, WARN, ERROR, SKIP, NO-OP, TOTAL)."""
+        return summary_counts(self.dbt_statuses or [node.status for node in self.nodes])
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -150,21 +118,20 @@ class RunReport:
 
     @property
     def failures(self) -> list[NodeReport]:
-        return [node for node in self.nodes if node.category == ERROR]
+        return [node for node in self.nodes if node.outcome is Outcome.FAILED]
 
     @property
     def warnings(self) -> list[NodeReport]:
-        return [node for node in self.nodes if node.category == WARN]
+        return [node for node in self.nodes if node.outcome is Outcome.WARNED]
 
     def slowest(self, n: int = SLOWEST) -> list[NodeReport]:
         timed = [node for node in self.nodes if node.duration is not None]
-        return sorted(timed, key=lambda node: (-node.duration, node.display_name))[:n]
+        return sorted(timed, key=lambda node: (-node.duration, node.task_run_name))[:n]
 
     @property
     def stats_line(self) -> str:
-        """dbt's closing line: ``PASS=35 WARN=0 ERROR=1 SKIP=0 TOTAL=36``."""
-        counts = self.counts
-        return " ".join(f"{c.upper()}={counts[c]}" for c in CATEGORIES) + f" TOTAL={len(self.nodes)}"
+        """dbt's closing line after ``Done.``: ``PASS=35 WARN=0 ERROR=1 SKIP=0 NO-OP=0 TOTAL=36``."""
+        return summary_line(self.counts)
 
     @property
     def command_line(self) -> str:
@@ -180,8 +147,6 @@ def _rows_affected(run_result: Any) -> Optional[int]:
     if not response:
         return None
     try:
-        from google.protobuf.json_format import MessageToDict
-
         rows = MessageToDict(response).get("rows_affected")
     except Exception:
         return None
@@ -200,20 +165,19 @@ def build_report(
     project: str,
     command: str,
     args: Sequence[str] = (),
-    adapter_type: Optional[str] = None,
     with_asset_keys: bool = True,
     scrub: Callable[[str], str] = lambda text: text,
     error: Optional[BaseException] = None,
+    dbt_statuses: Sequence[str] = (),
 ) -> RunReport:
-    """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode)."""
-    from dbt_prefect.assets import asset_key
+    """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode).
 
+    ``dbt_statuses`` are the statuses of dbt's own result, run hooks included, which dbt's
+    closing line counts."""
     nodes = []
     for done in finished.values():
         node = done.node
-        key = None
-        if with_asset_keys and node.assets_enabled and node.relation_name:
-            key = asset_key(adapter_type or "dbt", node.relation_name)
+        key = node.asset_key if with_asset_keys else None
         run_result = done.run_result
         duration = getattr(run_result, "execution_time", None)
         nodes.append(
@@ -223,11 +187,12 @@ def build_report(
                 resource_type=node.resource_type,
                 status=done.status,
                 message=(done.message or "").strip(),
-                duration=None if done.status == "skipped" or duration is None else float(duration),
+                duration=None if classify(done.status).skipped or duration is None else float(duration),
                 rows_affected=_rows_affected(run_result),
                 asset_key=key,
                 path=node.original_file_path,
                 task_run_id=done.task_run_id,
+                task_run_name=node.task_run_name,
             )
         )
     nodes.sort(key=lambda n: (_TYPE_ORDER.get(n.resource_type, 9), n.resource_type, n.name, n.unique_id))
@@ -235,7 +200,12 @@ def build_report(
     if error is not None:
         error_text = scrub(f"{type(error).__name__}: {str(error).strip()}")
     return RunReport(
-        project=project, command=command, args=tuple(scrub(a) for a in args), nodes=nodes, error=error_text
+        project=project,
+        command=command,
+        args=tuple(scrub(a) for a in args),
+        nodes=nodes,
+        error=error_text,
+        dbt_statuses=tuple(dbt_statuses),
     )
 
 
@@ -276,12 +246,12 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"## {title} ({len(listed)})", ""]
         for node in listed:
             where = f" · `{node.path}`" if node.path else ""
-            lines += [f"**{node.display_name}** · {node.status}{where}", ""]
+            lines += [f"**{node.task_run_name}** · {node.status}{where}", ""]
             lines += [_fenced(node.message or f"dbt status: {node.status}"), ""]
     slowest = report.slowest()
     if slowest:
         lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
-        lines += [f"| {_cell(n.display_name)} | {n.status} | {_seconds(n.duration)} |" for n in slowest]
+        lines += [f"| {_cell(n.task_run_name)} | {n.status} | {_seconds(n.duration)} |" for n in slowest]
         lines.append("")
     if report.nodes:
         lines += [
@@ -380,10 +350,10 @@ def publish_run_report(
             project=project_name(project_dir, catalog.manifest),
             command=command,
             args=list(args),
-            adapter_type=catalog.adapter_type,
             with_asset_keys=with_asset_keys,
             scrub=scrub,
             error=getattr(dbt_result, "exception", None),
+            dbt_statuses=result_statuses(dbt_result),
         )
         parent = target.parent_task_run
         publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)

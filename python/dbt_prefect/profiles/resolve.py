@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from dbt_prefect.errors import DbtProfilesError
-from dbt_prefect.profile_rendering import (
+from dbt_prefect.profiles.rendering import (
     SECRET_ENV_PREFIX,
     MalformedPlaceholderError,
     PrefectApiUnreachableError,
@@ -48,7 +48,7 @@ from dbt_prefect.profile_rendering import (
     _type_name,
     has_prefect_placeholders,
 )
-from dbt_prefect.profile_resolver import (
+from dbt_prefect.profiles.resolver import (
     BlockDocumentNotFound,
     BlockTypeNotFound,
     PrefectApiError,

@@ -3,12 +3,21 @@
 Everything Prefect sees about a node (task-run name, asset key, upstream assets,
 metadata) is derived from one ``DbtNode``. Records are built lazily, once per node per
 invocation, from the manifest dbt already parsed; nothing here scans the whole manifest.
+The catalog names each record once, through the translator (translator.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
+
+from dbt_prefect.model.metadata import WarehouseMetadata
+from dbt_prefect.model.translator import DbtPrefectTranslator, InvalidAssetKey, default_asset_key, validate_asset_key
+
+_logger = logging.getLogger("dbt_prefect")
 
 # Resource types that are relations in the warehouse and can therefore be assets.
 ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot", "source"})
@@ -41,10 +50,10 @@ class DbtNode:
     depends_on: tuple[str, ...] = ()
     # The model a test or unit test checks, when dbt records one.
     attached_node: Optional[str] = None
-
-    @property
-    def task_run_name(self) -> str:
-        return f"{self.resource_type} {self.name}"
+    # Set by NodeCatalog through the translator: the task run's name, and the asset key
+    # of a node that is an asset.
+    task_run_name: str = ""
+    asset_key: Optional[str] = None
 
     @property
     def is_ephemeral(self) -> bool:
@@ -67,6 +76,20 @@ class DbtNode:
             and not self.is_ephemeral
             and bool(self.prefect_config.get("enable_assets", True))
         )
+
+
+@dataclass
+class FinishedNode:
+    """What dbt reported for one node, kept for assets, summaries and skip reasons."""
+
+    node: DbtNode
+    status: str
+    message: str
+    task_run_id: Optional[uuid.UUID]
+    node_info: Any
+    run_result: Any
+    # Row count and columns collect_metadata read from the warehouse, when it ran.
+    metadata: Optional[WarehouseMetadata] = None
 
 
 def merge_prefect_config(*layers: Any) -> dict[str, Any]:
@@ -150,9 +173,10 @@ def _struct_to_dict(struct: Any) -> dict[str, Any]:
 class NodeCatalog:
     """DbtNode records for one invocation, built from dbt's Manifest the first time each is asked for."""
 
-    def __init__(self, manifest: Any = None) -> None:
+    def __init__(self, manifest: Any = None, translator: Optional[DbtPrefectTranslator] = None) -> None:
         self._manifest = manifest
-        # Filled by dbt's plugin hook once dbt has parsed (see _dbt_plugin.py).
+        self.translator = translator if translator is not None else DbtPrefectTranslator()
+        # Filled by dbt's plugin hook once dbt has parsed (see _compat/dbt_plugin.py).
         self.manifest_source: Any = None
         self._nodes: dict[str, Optional[DbtNode]] = {}
 
@@ -183,9 +207,27 @@ class NodeCatalog:
         except KeyError:
             pass
         entry = self.manifest_entry(unique_id)
-        node = _node_from_manifest_entry(entry) if entry is not None else None
+        node = self.named(_node_from_manifest_entry(entry)) if entry is not None else None
         self._nodes[unique_id] = node
         return node
+
+    def from_node_info(self, node_info: Any) -> DbtNode:
+        """The record of a node dbt announced, from the manifest, else from the event itself."""
+        return self.get(node_info.unique_id) or self.named(node_from_node_info(node_info))
+
+    def named(self, node: DbtNode) -> DbtNode:
+        """``node`` with the task-run name and asset key the translator gives it."""
+        translator = self.translator
+        key = None
+        if node.assets_enabled:
+            adapter_type = self.adapter_type or "dbt"
+            try:
+                key = validate_asset_key(translator.asset_key(node, adapter_type), node)
+            except InvalidAssetKey as exc:
+                # The asset stays visible under its default key rather than disappearing.
+                _logger.warning("dbt-prefect uses the default asset key instead: %s", exc)
+                key = default_asset_key(adapter_type, node.relation_name or node.name)
+        return dataclasses.replace(node, task_run_name=translator.task_run_name(node), asset_key=key)
 
     def parents(self, node: DbtNode) -> Iterable[DbtNode]:
         """Direct parents, with ephemeral models replaced by their own parents."""

@@ -13,11 +13,14 @@ ids, and the router answers it synchronously, before dbt's ``log()`` returns.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any, Callable, Optional
 
-from dbt_prefect.levels import DBT_TO_PYTHON
+from dbt_prefect._compat.dbt import set_invocation_env_var
+from dbt_prefect.model.levels import DBT_TO_PYTHON
+from dbt_prefect.model.metadata import WarehouseMetadata, parse_metadata_record
 
 NODE_START = "NodeStart"
 NODE_FINISHED = "NodeFinished"
@@ -67,8 +70,6 @@ class DbtEventRouter:
         self._forward(question)
         if not question.answered.wait(ANSWER_TIMEOUT_SECONDS):
             return
-        from dbt_prefect._dbt_compat import set_invocation_env_var
-
         set_invocation_env_var(RUN_CONTEXT_ENV, question.answer)
 
 
@@ -114,3 +115,20 @@ def event_text(msg: Any) -> str:
     if "\x1b" in text:
         text = _ANSI_ESCAPE.sub("", text)
     return text
+
+
+def log_event(logger: logging.Logger, extra: dict[str, Any], msg: Any, level: int, scrub: Callable[[str], str]) -> None:
+    """Hand one dbt line to a Prefect logger, with the moment dbt emitted it, secrets masked."""
+    record = logger.makeRecord(logger.name, level, "dbt", 0, scrub(event_text(msg)), None, None, extra=extra)
+    created = event_timestamp(msg)
+    record.created = created
+    record.msecs = (created - int(created)) * 1000
+    logger.handle(record)
+
+
+def package_record(text: str) -> Optional[WarehouseMetadata]:
+    """The metadata in a ``dbt_prefect.record.`` line of the dbt package; None for a record
+    kind this version does not read. Raises MalformedRecord for a metadata line it cannot read."""
+    if not text.startswith(METADATA_RECORD):
+        return None
+    return parse_metadata_record(text[len(METADATA_RECORD) :])

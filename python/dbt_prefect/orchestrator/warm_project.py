@@ -20,7 +20,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, ContextManager, Mapping, Optional, Sequence
+
+from dbt.cli.main import dbtRunner
+
+from dbt_prefect._compat.dbt import NodeSession
+from dbt_prefect.errors import DbtCommandFailed
+from dbt_prefect.model.nodes import NodeCatalog
+from dbt_prefect.model.translator import DbtPrefectTranslator
+from dbt_prefect.profiles.resolve import temporary_environ
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -67,13 +75,17 @@ class ProjectSpec:
     full_refresh: bool = False
     log_level: str = "info"  # dbt's level for the node's log lines in Prefect
     archive: Optional[bytes] = None  # the project as a .tar.gz, when it is shipped with the task
+    # Names and keys on the worker (pickled with the spec; None: the defaults).
+    translator: Optional[DbtPrefectTranslator] = None
+    # Names and keys on the worker (pickled with the spec; None: the defaults).
+    translator: Optional[DbtPrefectTranslator] = None
 
     def __repr__(self) -> str:
         shipped = f", archive={len(self.archive)} bytes" if self.archive else ""
         return f"ProjectSpec(key={self.key[:12]}, project_dir={self.project_dir!r}{shipped})"
 
 
-class _WarmProject:
+class WarmProject:
     __slots__ = (
         "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "hooks", "_tmp",
     )
@@ -96,10 +108,8 @@ class _WarmProject:
 
 
 # Warm projects of this process, by ProjectSpec.key. A handful at most.
-_CACHE: dict[str, _WarmProject] = {}
+_CACHE: dict[str, WarmProject] = {}
 _CACHE_LIMIT = 8
-# How many warm dbt sessions this process opened (the tests read it on the workers).
-SESSIONS_OPENED = 0
 # Why the warm path is off in this process, logged once.
 _FALLBACK_LOGGED: set[str] = set()
 
@@ -108,17 +118,8 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _invocation_lock() -> Any:
-    # The runner's lock: a runner and an orchestrator node in one process take turns too.
-    from dbt_prefect.runner import _DBT_INVOCATION_LOCK
-
-    return _DBT_INVOCATION_LOCK
-
-
-def _secret_environment(secret_env: SecretEnv) -> Any:
+def secret_environment(secret_env: SecretEnv) -> ContextManager[None]:
     """The secret env vars, set only while dbt runs (as profiles.resolved_profiles does)."""
-    from dbt_prefect.profiles import temporary_environ
-
     return temporary_environ(dict(secret_env.items()))
 
 
@@ -134,7 +135,7 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def _common_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
+def common_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     args = [
         "--project-dir", str(project.project_dir),
         "--profiles-dir", str(project.profiles_dir),
@@ -148,7 +149,7 @@ def _common_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
     return args
 
 
-def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
+def warm_project(spec: ProjectSpec) -> tuple[WarmProject, Optional[float]]:
     """This process's parsed copy of the project; parsed on first use. Call with the lock held."""
     project = _CACHE.get(spec.key)
     if project is not None:
@@ -170,16 +171,11 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
         # directory, so workers sharing a project directory never write the same file.
         target_path = project_dir / "target" / "dbt-prefect-workers" / f"{socket.gethostname()}-{os.getpid()}"
         target_path.mkdir(parents=True, exist_ok=True)
-        project = _WarmProject(spec.key, project_dir, profiles_dir, target_path, tmp)
+        project = WarmProject(spec.key, project_dir, profiles_dir, target_path, tmp)
 
-        from dbt.cli.main import dbtRunner
-
-        from dbt_prefect.errors import DbtCommandFailed
-        from dbt_prefect.nodes import NodeCatalog
-
-        with _secret_environment(spec.secret_env):
+        with secret_environment(spec.secret_env):
             result = dbtRunner().invoke(
-                ["parse", *_common_args(spec, project), "--no-write-json"],
+                ["parse", *common_args(spec, project), "--no-write-json"],
                 log_level="none",
             )
         if not result.success or result.result is None:
@@ -190,11 +186,11 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
         manifest = result.result
         # Project hooks (on-run-start/end) run once per build, in their own tasks
         # (run_hooks), never with a node: keep them out of this worker's manifest.
-        for unique_id in [u for u, n in manifest.nodes.items() if _resource_type(n) == "operation"]:
+        for unique_id in [u for u, n in manifest.nodes.items() if resource_type(n) == "operation"]:
             project.hooks[unique_id] = manifest.nodes.pop(unique_id)
         project.manifest = manifest
-        project.catalog = NodeCatalog(manifest)
-        with _secret_environment(spec.secret_env):
+        project.catalog = NodeCatalog(manifest, spec.translator)
+        with secret_environment(spec.secret_env):
             project.session = _open_session(spec, project)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -207,18 +203,15 @@ def warm_project(spec: ProjectSpec) -> tuple[_WarmProject, Optional[float]]:
     return project, time.perf_counter() - started
 
 
-def _session_args(spec: ProjectSpec, project: _WarmProject) -> list[str]:
+def _session_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     # No manifest.json/run_results.json per node; no relation-cache warm-up of the whole
     # project: the materializations list a schema when they first need it.
-    return [*_common_args(spec, project), "--no-write-json", "--no-populate-cache", "--threads", "1", "--log-level", "none"]
+    return [*common_args(spec, project), "--no-write-json", "--no-populate-cache", "--threads", "1", "--log-level", "none"]
 
 
-def _open_session(spec: ProjectSpec, project: _WarmProject) -> Any:
+def _open_session(spec: ProjectSpec, project: WarmProject) -> Any:
     """The warm dbt session of this project, or None (logged once) when dbt does not allow it."""
-    global SESSIONS_OPENED
     try:
-        from dbt_prefect._dbt_compat import NodeSession
-
         session = NodeSession(_session_args(spec, project), project.manifest)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -229,16 +222,10 @@ def _open_session(spec: ProjectSpec, project: _WarmProject) -> Any:
                 "paying dbt's per-command set-up each", worker_name(), reason,
             )
         return None
-    SESSIONS_OPENED += 1
     return session
 
 
-def sessions_opened() -> int:
-    """How many warm dbt sessions this process opened (for tests, run on the workers)."""
-    return SESSIONS_OPENED
-
-
-def _resource_type(entry: Any) -> str:
+def resource_type(entry: Any) -> str:
     value = getattr(entry, "resource_type", "")
     return str(getattr(value, "value", value))
 

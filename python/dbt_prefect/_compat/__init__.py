@@ -1,0 +1,7 @@
+"""The only modules that touch private Prefect and dbt APIs, each with its reason.
+
+- ``prefect``: task-run state events, flushing Prefect's background workers, asset key rules.
+- ``dbt``: dbt-core internals for the invocation environment and the orchestrator's warm
+  per-node sessions.
+- ``dbt_plugin``: dbt's experimental plugin hook that hands over the parsed manifest.
+"""

@@ -1,0 +1,10 @@
+"""PrefectDbtRunner: one dbtRunner invocation, mirrored in Prefect while it runs.
+
+``args`` reads the command; ``events`` is the cheap dbt callback; ``recorder`` turns dbt
+events into task-run states and logs; ``asset_events`` emits asset events; ``report`` and
+``failures`` summarise the invocation.
+"""
+
+from dbt_prefect.runner.runner import PrefectDbtRunner
+
+__all__ = ["PrefectDbtRunner"]

@@ -1,0 +1,131 @@
+"""Asset events for the nodes of one run: materializations, references and checks.
+
+When a node's task run reaches its terminal state, its asset gets a
+``prefect.asset.materialization.succeeded`` or ``.failed`` event whose related resources
+are its upstream assets (its lineage), its task run and ``dbt`` as materializer. An
+upstream asset the run does not build itself is referenced once per run. A finished test
+becomes a check event on each asset it tests (model/checks.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Optional
+
+from prefect.assets import Asset
+from prefect.context import AssetContext
+from prefect.events import emit_event
+
+from dbt_prefect.model.assets import MATERIALIZED_BY, materialization_metadata, node_asset, upstream_asset_nodes
+from dbt_prefect.model.checks import CHECK_EVENT_PREFIX, TEST_RESOURCE_TYPES, check_payload
+from dbt_prefect.model.metadata import metadata_payload
+from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
+from dbt_prefect.model.statuses import Outcome, classify
+
+# Which materialization event a node's outcome gives; skipped and no-op nodes built nothing.
+_MATERIALIZATION_EVENTS = {
+    Outcome.SUCCEEDED: "prefect.asset.materialization.succeeded",
+    Outcome.WARNED: "prefect.asset.materialization.succeeded",
+    Outcome.FAILED: "prefect.asset.materialization.failed",
+}
+
+
+def _task_run_resource(task_run_id: Any, name: str) -> dict[str, str]:
+    return {
+        "prefect.resource.id": f"prefect.task-run.{task_run_id}",
+        "prefect.resource.role": "task-run",
+        "prefect.resource.name": name,
+    }
+
+
+class AssetEmitter:
+    """Emits asset events when a node's task run reaches its terminal state."""
+
+    def __init__(
+        self,
+        catalog: NodeCatalog,
+        *,
+        include_compiled_code: bool = False,
+        scrub: Callable[[str], str] = lambda text: text,
+    ) -> None:
+        self.catalog = catalog
+        self.include_compiled_code = include_compiled_code
+        self._scrub = scrub
+        self.event_ids: list[uuid.UUID] = []
+        self._assets: dict[str, Asset] = {}
+        # Asset keys this invocation has already put on the server, by a materialization
+        # or a reference: an upstream asset is referenced once, and only if nothing in
+        # the run materialized it first (its lineage is on every child's materialization).
+        self._announced: set[str] = set()
+
+    def _compiled_code(self, node: DbtNode) -> Optional[str]:
+        if not self.include_compiled_code:
+            return None
+        entry = self.catalog.manifest_entry(node.unique_id)
+        code = getattr(entry, "compiled_code", None)
+        return self._scrub(code) if code else None
+
+    def _asset_of(self, node: DbtNode) -> Asset:
+        # An upstream asset carries the same key, name and properties it has when it is
+        # materialized itself (compiled code included), computed once per invocation.
+        asset = self._assets.get(node.unique_id)
+        if asset is None:
+            asset = node_asset(node, self.catalog, self._compiled_code(node))
+            self._assets[node.unique_id] = asset
+        return asset
+
+    def _emit(self, **event: Any) -> None:
+        emitted = emit_event(**event)
+        if emitted is not None:
+            self.event_ids.append(emitted.id)
+
+    def node_finished(self, finished: FinishedNode, state: Any = None) -> None:
+        """Called by the recorder once the node's terminal state is recorded."""
+        node = finished.node
+        if finished.task_run_id is None:
+            return
+        if node.resource_type in TEST_RESOURCE_TYPES:
+            self._test_finished(finished)
+            return
+        if not node.assets_enabled or node.resource_type == "source":
+            return
+        event_name = _MATERIALIZATION_EVENTS.get(classify(finished.status).outcome)
+        if event_name is None:
+            return
+        asset = self._asset_of(node)
+        upstream = [self._asset_of(parent) for parent in upstream_asset_nodes(node, self.catalog)]
+        for parent_asset in upstream:
+            if parent_asset.key not in self._announced:
+                self._announced.add(parent_asset.key)
+                self._emit(
+                    event="prefect.asset.referenced", resource=AssetContext.asset_as_resource(parent_asset), related=[]
+                )
+        related = [AssetContext.asset_as_related(parent_asset) for parent_asset in upstream]
+        related.append(AssetContext.related_materialized_by(MATERIALIZED_BY))
+        related.append(_task_run_resource(finished.task_run_id, node.task_run_name))
+        payload = materialization_metadata(finished.node_info, finished.run_result, finished.message)
+        if finished.metadata is not None:
+            payload.update(metadata_payload(finished.metadata, self.catalog.manifest_entry(node.unique_id)))
+        payload = self.catalog.translator.materialization_metadata(node, payload)
+        self._emit(event=event_name, resource=AssetContext.asset_as_resource(asset), related=related, payload=payload)
+        self._announced.add(asset.key)
+
+    def _test_finished(self, finished: FinishedNode) -> None:
+        """A dbt test or unit test as a check on each asset it tests."""
+        info = classify(finished.status)
+        if info.check is None:
+            return
+        test = finished.node
+        targets = self.catalog.translator.checked_assets(test, self.catalog)
+        if not targets:
+            return
+        failures = int(getattr(finished.run_result, "num_failures", 0) or 0) if info.has_failure_count else None
+        payload = check_payload(test, finished.status, finished.message, failures)
+        related = [_task_run_resource(finished.task_run_id, test.task_run_name)]
+        for target in targets:
+            self._emit(
+                event=f"{CHECK_EVENT_PREFIX}{info.check}",
+                resource=AssetContext.asset_as_resource(self._asset_of(target)),
+                related=related,
+                payload=payload,
+            )

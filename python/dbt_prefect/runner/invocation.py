@@ -1,0 +1,82 @@
+"""What every dbt invocation in this process shares: the lock, the checks before dbt
+starts, the scrubbing of secrets, and dbt's exceptions in dbt-prefect's terms.
+
+Used by the runner, the orchestrator's planning and its workers, and the CLI.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Iterable
+
+from dbt_prefect.errors import (
+    DbtArgumentsError,
+    DbtCommandFailed,
+    DbtPrefectError,
+    DbtProfilesError,
+    DbtProjectNotFound,
+    DbtWarehouseLocked,
+)
+from dbt_prefect.runner.args import DbtInvocation
+
+# dbt keeps process-wide state (its flags, adapter registry, event manager and invocation
+# id), so two dbt invocations cannot safely overlap in one process. Runners in different
+# threads take turns; each still sees only its own task runs and logs.
+DBT_INVOCATION_LOCK = threading.RLock()
+
+Scrub = Callable[[str], str]
+
+
+def check_project(project_dir: Path) -> None:
+    """DbtProjectNotFound unless ``project_dir`` is a dbt project."""
+    if not project_dir.is_dir():
+        raise DbtProjectNotFound(
+            f"dbt project directory {project_dir} does not exist "
+            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir)"
+        )
+    if not (project_dir / "dbt_project.yml").is_file():
+        raise DbtProjectNotFound(
+            f"no dbt_project.yml in {project_dir} "
+            "(set DBT_PROJECT_DIR, PrefectDbtSettings(project_dir=...) or --project-dir to your dbt project)"
+        )
+
+
+def scrubber(secret_values: Iterable[str]) -> Scrub:
+    """A function that masks every secret value in a text, longest first."""
+    secrets = sorted((s for s in secret_values if s), key=len, reverse=True)
+    if not secrets:
+        return lambda text: text
+
+    def scrub(text: str) -> str:
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, "*****")
+        return text
+
+    return scrub
+
+
+def translate_dbt_exception(
+    exc: BaseException, invocation: DbtInvocation, project_dir: Path, profiles_dir: Path
+) -> DbtPrefectError:
+    """dbt's exception as a dbt-prefect error whose message names the fix."""
+    text = str(exc).strip()
+    kind = type(exc).__name__
+    if "Could not set lock" in text:
+        return DbtWarehouseLocked(
+            f"the DuckDB database is locked by another process: {text} "
+            "(close the other connection, e.g. a DuckDB shell or another dbt run, "
+            "or point the profile's `path` at another file)"
+        )
+    if kind == "DbtUsageException" or kind.endswith("UsageError"):
+        return DbtArgumentsError(
+            f"dbt cannot run {list(invocation.args)!r}: {text} "
+            f"(check the arguments with `dbt {invocation.command} --help`)"
+        )
+    if kind == "DbtProfileError" or "profile" in kind.lower():
+        return DbtProfilesError(
+            f"{text}\n(profiles.yml read from {profiles_dir}; fix the profile or target, "
+            "or pass --target / --profiles-dir, DBT_PROFILES_DIR, PrefectDbtSettings(profiles_dir=...))"
+        )
+    return DbtCommandFailed(f"dbt command '{invocation.command}' failed: {kind}: {text}")
