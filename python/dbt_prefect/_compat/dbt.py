@@ -403,11 +403,11 @@ class NodeSession:
 
 def run_result(node: Any, status: str, message: str, execution_time: float) -> Any:
     """A dbt RunResult for a node the orchestrator ran, as on-run-end hooks expect in ``results``."""
-    from dbt.artifacts.schemas.results import NodeStatus
+    from dbt.artifacts.schemas.results import RunStatus
     from dbt.artifacts.schemas.run import RunResult
 
     return RunResult(
-        status=NodeStatus(status), timing=[], thread_id="dbt-prefect-orchestrator", execution_time=execution_time,
+        status=RunStatus(status), timing=[], thread_id="dbt-prefect-orchestrator", execution_time=execution_time,
         adapter_response={}, message=message, failures=None, node=node,
     )
 

@@ -9,26 +9,45 @@ Why each is needed:
   when it returns, so it waits for Prefect's background event and log workers to drain.
 - Asset key rules: Prefect validates keys with these constants; keys are cleaned with the
   same ones rather than a copy that could drift.
+- Timestamps: TaskRun and State annotate their times with Prefect's own datetime subtype;
+  ``utc_datetime`` gives a plain aware datetime that type, as Prefect's validators accept.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+from typing import TYPE_CHECKING, cast
 
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 from prefect.utilities.engine import emit_task_run_state_change_event
 
+if TYPE_CHECKING:
+    from prefect.types._datetime import DateTime
+
 __all__ = [
     "MAX_ASSET_KEY_LENGTH",
     "RESTRICTED_ASSET_CHARACTERS",
     "emit_task_run_state_change_event",
     "flush_events_and_logs",
+    "prefect_datetime",
+    "utc_datetime",
 ]
 
 _logger = logging.getLogger("dbt_prefect")
+
+
+def utc_datetime(timestamp: float) -> "DateTime":
+    """A POSIX timestamp as the aware UTC datetime Prefect's run and state models hold."""
+    return prefect_datetime(dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc))
+
+
+def prefect_datetime(value: dt.datetime) -> "DateTime":
+    """An aware datetime, typed as Prefect's run models annotate their times."""
+    return cast("DateTime", value)
 
 
 def flush_events_and_logs(timeout: float) -> bool:

@@ -23,8 +23,17 @@ from typing import Annotated, Any, Optional, Sequence
 import typer
 
 from dbt_prefect.cli.progress import ProgressDisplay, console_logs_to, live_terminal
+from dbt_prefect.cli.summary import (
+    EXIT_ERROR,
+    EXIT_SUCCESS,
+    CommandOutcome,
+    exit_code,
+    flow_run_url,
+    print_error,
+    print_summary,
+)
 
-EXIT_SUCCESS, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+__all__ = ["app", "main", "run_command", "dbt_usage_error", "flow_run_url"]
 
 # dbt commands that run nodes (and run-operation), with a one-line description each.
 _COMMANDS = {
@@ -213,17 +222,6 @@ def main() -> None:
 
 
 # -- running a command ---------------------------------------------------------------
-@dataclass
-class _Outcome:
-    flow_run: Any = None
-    runner: Any = None
-    result: Any = None
-    error: Optional[BaseException] = None  # raised by invoke()
-    engine_error: Optional[BaseException] = None  # raised by Prefect around the flow
-    state: Any = None
-    started: Optional[float] = None  # when dbt started, inside the flow run
-
-
 def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Context] = None) -> int:
     """Run ``dbt <args>`` in a Prefect flow with live progress; return the exit code."""
     # Prefect first: it sets up console logging only if nothing else has (importing dbt
@@ -236,27 +234,29 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     from dbt_prefect.runner.invocation import check_project
     from dbt_prefect.settings import PrefectDbtSettings
 
-    given = {k: v for k, v in (("project_dir", options.project_dir), ("profiles_dir", options.profiles_dir)) if v}
+    given: dict[str, Any] = {
+        k: v for k, v in (("project_dir", options.project_dir), ("profiles_dir", options.profiles_dir)) if v
+    }
     try:
         settings = PrefectDbtSettings(**given)
         check_project(settings.project_dir)
         invocation = parse_invocation(list(args))
     except DbtPrefectError as exc:
-        _print_error(str(exc))
+        print_error(str(exc))
         return EXIT_ERROR
     except Exception as exc:  # e.g. an invalid DBT_* variable
-        _print_error(f"{type(exc).__name__}: {exc}")
+        print_error(f"{type(exc).__name__}: {exc}")
         return EXIT_ERROR
     usage = dbt_usage_error(args, invocation.command, settings.project_dir, settings.profiles_dir)
     if usage is not None:
         if ctx is not None:
             print(ctx.get_usage(), file=sys.stderr)
-        _print_error(usage)
+        print_error(usage)
         return EXIT_ERROR
 
     project = project_name(settings.project_dir)
     display = ProgressDisplay(invocation.command, project, live=live_terminal())
-    outcome = _Outcome()
+    outcome = CommandOutcome()
     dbt_flow = _make_flow(project, settings, options, display, outcome)
     with display, console_logs_to(display):
         try:
@@ -267,7 +267,7 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
         code = exit_code(outcome)
         display.succeeded = code == EXIT_SUCCESS
     elapsed = time.monotonic() - outcome.started if outcome.started is not None else 0.0
-    _print_summary(display, outcome, invocation.command, project, elapsed, code)
+    print_summary(display, outcome, invocation.command, project, elapsed, code)
     # The flow run's context, copied into background threads, keeps the flow and so this
     # outcome alive until exit; dbt's result must not outlive the command (DuckDB reports
     # objects still alive at interpreter exit as leaks).
@@ -280,14 +280,16 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     return code
 
 
-def _make_flow(project: str, settings: Any, options: Options, display: "ProgressDisplay", outcome: _Outcome) -> Any:
+def _make_flow(project: str, settings: Any, options: Options, display: "ProgressDisplay", outcome: CommandOutcome) -> Any:
     from prefect import flow
     from prefect.context import FlowRunContext
 
     from dbt_prefect.runner.runner import PrefectDbtRunner
 
     def dbt(command: str, args: list[str]) -> None:
-        flow_run = FlowRunContext.get().flow_run
+        context = FlowRunContext.get()
+        assert context is not None and context.flow_run is not None, "runs as a flow"
+        flow_run = context.flow_run
         outcome.flow_run = flow_run
         display.flow_started(flow_run.name)
         runner = PrefectDbtRunner(
@@ -304,7 +306,8 @@ def _make_flow(project: str, settings: Any, options: Options, display: "Progress
             outcome.error = exc
             raise
 
-    return flow(
+    # Prefect's overloads of flow() type the decorator forms only; this is its direct call.
+    return flow(  # type: ignore[call-overload]
         dbt,
         name=project,
         flow_run_name=options.flow_run_name,
@@ -312,20 +315,6 @@ def _make_flow(project: str, settings: Any, options: Options, display: "Progress
         persist_result=False,
         validate_parameters=False,
     )
-
-
-def exit_code(outcome: _Outcome) -> int:
-    """dbt's exit codes: 0 success, 1 node failures, 2 dbt or usage error."""
-    from dbt_prefect.errors import PrefectDbtRunnerFailure
-
-    error = outcome.error or outcome.engine_error
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(error, PrefectDbtRunnerFailure):
-        return EXIT_FAILURES
-    if error is not None or outcome.result is None:
-        return EXIT_ERROR
-    return EXIT_SUCCESS if getattr(outcome.result, "success", False) else EXIT_FAILURES
 
 
 def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profiles_dir: Path) -> Optional[str]:
@@ -356,142 +345,6 @@ def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profil
     except Exception:
         return None  # anything else is for dbt itself to report
     return None
-
-
-# -- the end -------------------------------------------------------------------------
-def _report_of(outcome: _Outcome, command: str, project: str) -> Any:
-    runner = outcome.runner
-    recorder = getattr(runner, "last_recorder", None)
-    if recorder is None:
-        return None
-    report = getattr(runner, "last_report", None)
-    if report is not None:
-        return report
-    from dbt_prefect.runner.failures import result_statuses
-    from dbt_prefect.runner.report import build_report
-
-    return build_report(
-        recorder.finished,
-        project=project,
-        command=command,
-        with_asset_keys=not runner.disable_assets,
-        dbt_statuses=result_statuses(outcome.result),
-    )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-_HEADINGS = {"fail": "Failure in", "warn": "Warning in", "partial success": "Partial success in"}
-
-
-def summary_lines(report: Any, outcome: _Outcome, project: str, code: int, elapsed: float) -> list[tuple[str, str]]:
-    """The closing summary, like dbt's, as (text, style) lines."""
-    from dbt_prefect.runner.report import NO_REPORT_COMMANDS
-
-    lines: list[tuple[str, str]] = [("", "")]
-    error = outcome.error or outcome.engine_error
-    dbt_error = error is not None and not _is_node_failure(error)
-    if report is not None and (report.nodes or not dbt_error):
-        failures, warnings = report.failures, report.warnings
-        counted = bool(report.nodes) or report.command not in NO_REPORT_COMMANDS  # run-operation runs no node
-        nodes = f" {_plural(len(report.nodes), 'node')}" if counted else ""
-        if dbt_error:
-            lines.append((f"Stopped dbt {report.command} after{nodes} in {elapsed:.1f}s.", ""))
-        else:
-            lines.append((f"Finished dbt {report.command}{' of' + nodes if nodes else ''} in {elapsed:.1f}s.", ""))
-        if failures:
-            lines += [("", ""), (f"Completed with {_plural(len(failures), 'error')} and {_plural(len(warnings), 'warning')}:", "red")]
-        elif warnings:
-            lines += [("", ""), (f"Completed with {_plural(len(warnings), 'warning')}:", "yellow")]
-        elif code == EXIT_SUCCESS:
-            lines += [("", ""), ("Completed successfully", "green")]
-        elif error is not None and not dbt_error:
-            # Failures dbt reports without a node, e.g. a failing run-operation.
-            lines += [("", ""), *((text, "red") for text in str(error).splitlines())]
-        for node in failures + warnings:
-            heading = _HEADINGS.get(node.status, "Error in")
-            where = f" ({node.path})" if node.path else ""
-            lines.append(("", ""))
-            lines.append((f"{heading} {node.task_run_name}{where}", "red" if node in failures else "yellow"))
-            for text in (node.message or f"dbt status: {node.status}").splitlines():
-                lines.append((f"  {text}", ""))
-        if counted:
-            lines += [("", ""), (f"Done. {report.stats_line}", "")]
-    if dbt_error:
-        if isinstance(error, KeyboardInterrupt):
-            lines.append(("Interrupted.", "red"))
-        else:
-            lines.append((f"Error: {_error_text(error)}", "red"))
-    flow_run = outcome.flow_run
-    if flow_run is not None:
-        state = outcome.state
-        state_name = getattr(state, "name", None) or ("Crashed" if error is not None else "unknown")
-        lines.append((f"Prefect flow run '{flow_run.name}' of flow '{project}': {state_name}", ""))
-        published = getattr(outcome.runner, "last_report", None)
-        if published is not None:
-            lines.append((f"Run report: Prefect artifact {published.key}", ""))
-        url = flow_run_url(flow_run.id)
-        if url:
-            lines.append((f"View it in Prefect: {url}", "cyan"))
-    return lines
-
-
-def _is_node_failure(error: BaseException) -> bool:
-    from dbt_prefect.errors import PrefectDbtRunnerFailure
-
-    return isinstance(error, PrefectDbtRunnerFailure)
-
-
-def _error_text(error: BaseException) -> str:
-    from dbt_prefect.errors import DbtPrefectError
-
-    if isinstance(error, DbtPrefectError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
-
-
-def _print_summary(display: ProgressDisplay, outcome: _Outcome, command: str, project: str, elapsed: float, code: int) -> None:
-    report = _report_of(outcome, command, project)
-    lines = summary_lines(report, outcome, project, code, elapsed)
-    if display.live:
-        from rich.text import Text
-
-        for text, style in lines:
-            display.console.print(Text(text, style=style))
-    else:
-        print("\n".join(text for text, _ in lines), flush=True)
-
-
-def _print_error(message: str) -> None:
-    print(f"Error: {message}", file=sys.stderr, flush=True)
-
-
-def flow_run_url(flow_run_id: Any) -> Optional[str]:
-    """The flow run's page in the Prefect UI, when the configured server serves one."""
-    try:
-        from prefect.settings import get_current_settings
-
-        settings = get_current_settings()
-        ui_url, api_url = settings.ui_url, settings.api.url
-        if not ui_url or not api_url:
-            return None  # ephemeral mode: the temporary server is gone with this process
-        ui_url = ui_url.rstrip("/")
-        url = f"{ui_url}/runs/flow-run/{flow_run_id}"
-        if api_url.startswith(settings.cloud.api_url):
-            return url
-        import httpx
-
-        # A self-hosted server started with PREFECT_SERVER_UI_ENABLED=false has no UI.
-        response = httpx.get(f"{ui_url}/ui-settings", timeout=2.0)
-        if response.status_code != 200:
-            return None
-        # A server without the UI's static files serves ui-settings with no UI available.
-        available = response.json().get("available_uis")
-        return url if available is None or available else None
-    except Exception:
-        return None
 
 
 if __name__ == "__main__":

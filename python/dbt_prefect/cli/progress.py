@@ -47,8 +47,8 @@ def console_logs_to(display: "ProgressDisplay") -> Iterator[None]:
     ]
     for handler in consoles:
         root.removeHandler(handler)
-    handler = _DisplayLogHandler(display)
-    root.addHandler(handler)
+    display_handler = _DisplayLogHandler(display)
+    root.addHandler(display_handler)
     try:
         yield
     finally:
@@ -228,7 +228,7 @@ class ProgressDisplay:
             self.running.pop(node_info.unique_id, None)
             self.done += 1
             self.counts[info.bucket] += 1
-            done, total = self.done, self.total
+            done, total = self.done, self.total or 0
         if self.live and info.bucket not in ("ERROR", "WARN"):
             return
         width = len(str(total)) if total else 1

@@ -8,13 +8,14 @@ Prefect state, the asset-check outcome and the wording of the failure summary.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional
 
 from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Failed, State
+
+from dbt_prefect._compat.prefect import utc_datetime
 
 if TYPE_CHECKING:
     from dbt_prefect.model.nodes import DbtNode, NodeCatalog
@@ -112,7 +113,7 @@ def summary_line(counts: dict[str, int]) -> str:
 
 def prefect_state(status: str, message: Optional[str], timestamp: float) -> State:
     """The terminal Prefect state of a node that ended with a dbt status."""
-    when = dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    when = utc_datetime(timestamp)
     info = classify(status)
     if info.outcome is Outcome.FAILED:
         return Failed(message=message or f"dbt status: {status}", timestamp=when)

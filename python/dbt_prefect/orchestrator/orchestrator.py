@@ -86,7 +86,7 @@ class PrefectDbtOrchestrator:
         self,
         settings: Optional[PrefectDbtSettings] = None,
         retries: int = 0,
-        retry_delay_seconds: Union[float, Sequence[float]] = 0,
+        retry_delay_seconds: Union[float, list[float]] = 0,
         concurrency: Union[int, str, None] = None,
         test_strategy: str = "immediate",
         raise_on_failure: bool = True,
@@ -215,7 +215,8 @@ class PrefectDbtOrchestrator:
                 retry_delay_seconds=self.retry_delay_seconds,
             )
             upstream_ids = list(planned.parents)
-            futures[planned.unique_id] = node_task.submit(
+            # Prefect's overloads of submit() do not combine the task's parameters with wait_for.
+            futures[planned.unique_id] = node_task.submit(  # type: ignore[call-overload]
                 spec=spec,
                 unique_id=planned.unique_id,
                 # allow_failure: a child runs (and records Skipped) when a parent failed.

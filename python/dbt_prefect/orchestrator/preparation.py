@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from dbt.cli.main import dbtRunner
+from dbt.contracts.graph.manifest import Manifest
 
 from dbt_prefect.model.levels import to_dbt_level
 from dbt_prefect.model.nodes import NodeCatalog
@@ -66,6 +67,7 @@ def prepare_build(
                     parsed.exception or RuntimeError("dbt parse did not succeed"), invocation, project_dir, profiles_dir
                 ) from None
             manifest = parsed.result
+            assert isinstance(manifest, Manifest), "dbt parse returns the Manifest"
             ls_args = ["ls", *args, "--output", "json", "--output-keys", "unique_id"]
             for flag, value in (("--select", select), ("--exclude", exclude)):
                 if value:
@@ -75,13 +77,14 @@ def prepare_build(
                 raise translate_dbt_exception(
                     listed.exception or RuntimeError("dbt ls did not succeed"), invocation, project_dir, profiles_dir
                 ) from None
-    selected = [json.loads(line)["unique_id"] for line in listed.result or []]
+    assert isinstance(listed.result, list), "dbt ls returns its output lines"
+    selected = [json.loads(line)["unique_id"] for line in listed.result]
     catalog = NodeCatalog(manifest, options.translator)
     plan = build_plan(catalog, selected, options.test_strategy)
     hook_tags = {
         tag
         for n in manifest.nodes.values()
-        if str(getattr(n.resource_type, "value", n.resource_type)) == "operation"
+        if n.resource_type == "operation"
         for tag in (getattr(n, "tags", None) or ())
     }
     plan.hook_types = tuple(t for t in ("on-run-start", "on-run-end") if t in hook_tags)

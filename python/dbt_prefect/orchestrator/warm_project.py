@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Mapping, Optional, Sequence
 
 from dbt.cli.main import dbtRunner
+from dbt.contracts.graph.manifest import Manifest
 
 from dbt_prefect._compat.dbt import NodeSession
 from dbt_prefect.errors import DbtCommandFailed
@@ -75,8 +76,6 @@ class ProjectSpec:
     full_refresh: bool = False
     log_level: str = "info"  # dbt's level for the node's log lines in Prefect
     archive: Optional[bytes] = None  # the project as a .tar.gz, when it is shipped with the task
-    # Names and keys on the worker (pickled with the spec; None: the defaults).
-    translator: Optional[DbtPrefectTranslator] = None
     # Names and keys on the worker (pickled with the spec; None: the defaults).
     translator: Optional[DbtPrefectTranslator] = None
 
@@ -184,6 +183,7 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, Optional[float]]:
                 "(the worker needs the project files and the packages: a shared path, or ship_project=True)"
             )
         manifest = result.result
+        assert isinstance(manifest, Manifest), "dbt parse returns the Manifest"
         # Project hooks (on-run-start/end) run once per build, in their own tasks
         # (run_hooks), never with a node: keep them out of this worker's manifest.
         for unique_id in [u for u, n in manifest.nodes.items() if resource_type(n) == "operation"]:

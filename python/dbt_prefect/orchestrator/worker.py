@@ -91,9 +91,11 @@ class _NodeLog:
     """The dbt callback for one node invocation: its lines go to the node's task run."""
 
     def __init__(self, unique_id: str, threshold: int, scrub: Scrub, also: frozenset[str] = frozenset()) -> None:
+        # The task run's logger adapter: its logger and the task run's ids as `extra`.
         adapter = get_run_logger()
-        self.logger: logging.Logger = getattr(adapter, "logger", adapter)
-        self.extra: dict[str, Any] = dict(getattr(adapter, "extra", {}) or {})
+        assert isinstance(adapter, logging.LoggerAdapter), "called inside a task run"
+        self.logger: logging.Logger = adapter.logger
+        self.extra: dict[str, Any] = dict(adapter.extra or {})
         self.unique_id = unique_id
         self.own_ids = also | {unique_id}  # nodes whose lines are this task's own (hooks: all of them)
         self.threshold = threshold

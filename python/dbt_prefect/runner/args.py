@@ -46,7 +46,7 @@ def _command_path(args: Sequence[str]) -> list[str]:
             name, command, rest = command.resolve_command(ctx, rest)
             if command is None:  # resilient parsing reports no error for an unknown command
                 raise click.UsageError(f"No such command {token!r}.")
-            names.append(name)
+            names.append(name or token)
             if isinstance(command, click.Group):
                 ctx = command.make_context(name, list(rest), parent=ctx, resilient_parsing=True)
                 rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)

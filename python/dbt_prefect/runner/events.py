@@ -119,7 +119,7 @@ def event_text(msg: Any) -> str:
 
 def log_event(logger: logging.Logger, extra: dict[str, Any], msg: Any, level: int, scrub: Callable[[str], str]) -> None:
     """Hand one dbt line to a Prefect logger, with the moment dbt emitted it, secrets masked."""
-    record = logger.makeRecord(logger.name, level, "dbt", 0, scrub(event_text(msg)), None, None, extra=extra)
+    record = logger.makeRecord(logger.name, level, "dbt", 0, scrub(event_text(msg)), (), None, extra=extra)
     created = event_timestamp(msg)
     record.created = created
     record.msecs = (created - int(created)) * 1000

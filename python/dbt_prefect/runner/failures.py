@@ -57,8 +57,9 @@ def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] =
             continue
         resource_type = str(getattr(getattr(node, "resource_type", ""), "value", getattr(node, "resource_type", "node")))
         name = getattr(node, "name", None) or getattr(node, "unique_id", "unknown node")
-        if resource_type == "source" and getattr(node, "source_name", None):
-            name = f"{node.source_name}.{name}"
+        source_name = getattr(node, "source_name", None)
+        if resource_type == "source" and source_name:
+            name = f"{source_name}.{name}"
         message = (getattr(entry, "message", None) or "").strip()
         age = getattr(entry, "age", None)
         if not message and isinstance(age, (int, float)):

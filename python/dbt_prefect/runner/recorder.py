@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 from prefect.client.schemas.objects import TaskRun, TaskRunPolicy, TaskRunResult
 from prefect.states import Crashed, Running, State
 
-from dbt_prefect._compat.prefect import emit_task_run_state_change_event
+from dbt_prefect._compat.prefect import emit_task_run_state_change_event, prefect_datetime, utc_datetime
 from dbt_prefect.runner.events import (
     JINJA_LOG_EVENTS,
     NODE_FINISHED,
@@ -32,7 +32,6 @@ from dbt_prefect.runner.events import (
     RECORD_PREFIX,
     RecorderQuestion,
     event_level,
-    event_text,
     event_timestamp,
     event_unique_id,
     log_event,
@@ -55,10 +54,6 @@ RUNNING_STATE_DELAY = 1.0
 # queries the warehouse when someone will read its records (dbt copies the environment
 # when the invocation starts, so it is set before dbt runs and removed after).
 COLLECT_METADATA_ENV = "DBT_PREFECT_COLLECT_METADATA"
-
-
-def _utc(timestamp: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -188,7 +183,7 @@ class RunRecorder:
             if run.started > deadline:
                 return
             del waiting[unique_id]
-            self._set_state(run, Running(timestamp=_utc(run.started)))
+            self._set_state(run, Running(timestamp=utc_datetime(run.started)))
 
     # -- events ----------------------------------------------------------------------
     def _handle(self, msg: Any) -> None:
@@ -297,13 +292,10 @@ class RunRecorder:
         target = self.target
         assert target is not None
         task_run_id = uuid.uuid4()
-        created = _utc(timestamp)
+        created = utc_datetime(timestamp)
         inputs: dict[str, list[Any]] = {}
-        upstream = [
-            TaskRunResult(id=self._open_or_finished_id(parent.unique_id))
-            for parent in self.catalog.parents(node)
-            if self._open_or_finished_id(parent.unique_id) is not None
-        ]
+        parent_ids = (self._open_or_finished_id(parent.unique_id) for parent in self.catalog.parents(node))
+        upstream = [TaskRunResult(id=parent_id) for parent_id in parent_ids if parent_id is not None]
         if upstream:
             inputs["wait_for"] = upstream
         if target.parent_task_run is not None:
@@ -334,7 +326,7 @@ class RunRecorder:
         task_run = run.task_run
         if self._not_yet_running.pop(run.node.unique_id, None) is not None and not state.is_running():
             # Finished before its Running state was sent: this one event carries the run.
-            started = _utc(run.started)
+            started = utc_datetime(run.started)
             task_run.run_count = 1
             task_run.start_time = started
             task_run.total_run_time = max(state.timestamp - started, dt.timedelta(0))
@@ -352,9 +344,9 @@ class RunRecorder:
             task_run.total_run_time += state.timestamp - last.timestamp
         if state.is_running():
             task_run.run_count += 1
-            task_run.start_time = state.timestamp
+            task_run.start_time = prefect_datetime(state.timestamp)
         if state.is_final():
-            task_run.end_time = state.timestamp
+            task_run.end_time = prefect_datetime(state.timestamp)
         run.last_event = emit_task_run_state_change_event(
             task_run=task_run, initial_state=last, validated_state=state, follows=run.last_event
         )
@@ -373,19 +365,19 @@ class RunRecorder:
                 status, message = reported
                 state = prefect_state(status, self._scrub(message), now)
             elif dbt_raised:
-                state = Crashed(message="dbt stopped before this node finished", timestamp=_utc(now))
+                state = Crashed(message="dbt stopped before this node finished", timestamp=utc_datetime(now))
             else:
                 state = prefect_state(SKIPPED, "dbt started this node but never finished it", now)
             self._set_state(run, state)
             del self._open[unique_id]
         for unique_id, (status, message) in dbt_statuses.items():
             done = self.finished.get(unique_id)
-            run = self._runs.get(unique_id)
-            if done is None or run is None or done.status == status:
+            finished_run = self._runs.get(unique_id)
+            if done is None or finished_run is None or done.status == status:
                 continue
             done.status = status
             done.message = self._scrub(message)
-            self._set_state(run, prefect_state(status, done.message, now))
+            self._set_state(finished_run, prefect_state(status, done.message, now))
 
     # -- logs ------------------------------------------------------------------------
     def _run_level_logger(self) -> tuple[logging.Logger, dict[str, Any]]:

@@ -125,8 +125,8 @@ class RunReport:
         return [node for node in self.nodes if node.outcome is Outcome.WARNED]
 
     def slowest(self, n: int = SLOWEST) -> list[NodeReport]:
-        timed = [node for node in self.nodes if node.duration is not None]
-        return sorted(timed, key=lambda node: (-node.duration, node.task_run_name))[:n]
+        timed = [(node.duration, node) for node in self.nodes if node.duration is not None]
+        return [node for _, node in sorted(timed, key=lambda item: (-item[0], item[1].task_run_name))][:n]
 
     @property
     def stats_line(self) -> str:
