@@ -1,0 +1,1 @@
+"""What dbt-prefect knows about a dbt project, independent of how it runs."""
