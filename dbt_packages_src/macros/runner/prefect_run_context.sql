@@ -4,8 +4,9 @@
     callback answers before log() returns, in the invocation's environment variable
     DBT_PREFECT_RUN_CONTEXT. Runs in on-run-end (run_history_rows, under record_run_history).
     It lives in runner/, not run_history/: it is the package's side of the question-and-answer
-    protocol with the Python runner (events.py), not part of the history table, and any macro
-    that needs the run's Prefect ids asks through it. -#}
+    protocol with the Python runner (its strings: python/dbt_prefect/model/package_contract.py),
+    not part of the history table, and any macro that needs the run's Prefect ids asks through
+    it. -#}
 {% macro prefect_run_context() %}
     {%- if not execute -%}
         {{ return({}) }}
