@@ -1,6 +1,7 @@
 {#- Returns dbt-prefect's default `meta.prefect` settings, the single documented default set.
-    The Python runner carries the same defaults (nodes.py: PREFECT_CONFIG_DEFAULTS); a test
-    checks that the two agree.
+    Read by prefect_config, wherever a node's settings are resolved. The Python runner
+    carries the same defaults (nodes.py: PREFECT_CONFIG_DEFAULTS); tests check that the two
+    agree (test_package_contract.py, test_assets.py).
     - enable_assets: the resource is a Prefect asset.
     - row_count: collect_metadata records the relation's row count (tables, incremental
       models, seeds, snapshots).

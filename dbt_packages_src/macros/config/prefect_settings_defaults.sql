@@ -1,4 +1,5 @@
-{#- Returns the defaults of the package var `dbt_prefect`, the project-wide switches:
+{#- Returns the defaults of the package var `dbt_prefect`, the project-wide switches; read by
+    prefect_settings:
     - row_counts, columns: collect_metadata may record row counts and column schemas;
       `false` turns them off everywhere, whatever `meta.prefect` says.
     - run_history: record_run_history appends one row per executed node (opt-in).

@@ -1,6 +1,7 @@
 {#- Returns the record collect_metadata logs for one relation:
     {'unique_id', 'row_count' (if counted), 'columns': [{'name', 'data_type'}] (if asked)},
-    from the (row_count, column_name, data_type) rows of relation_metadata_sql. -#}
+    from the (row_count, column_name, data_type) rows of relation_metadata_sql. Called by
+    collect_metadata, in the node's post-hook. -#}
 {% macro metadata_record(unique_id, table, wanted) %}
     {%- set record = {'unique_id': unique_id} -%}
     {%- if wanted.row_count -%}

@@ -2,7 +2,8 @@
     `node` is `model` in a hook or `result.node` in on-run-end. Nothing is recorded for
     resources that are not relations or whose assets are off (`enable_assets: false`);
     views are counted only with `count_view_rows: true`. Both the project-wide var
-    (prefect_settings) and the node's `meta.prefect` (prefect_config) must allow it. -#}
+    (prefect_settings) and the node's `meta.prefect` (prefect_config) must allow it. Read by
+    collect_metadata (post-hook) and run_history_rows (on-run-end). -#}
 {% macro metadata_switches(node) %}
     {%- set config = dbt_prefect.prefect_config(node) -%}
     {%- set settings = dbt_prefect.prefect_settings() -%}

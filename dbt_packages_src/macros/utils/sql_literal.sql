@@ -1,5 +1,6 @@
 {#- Returns a SQL literal for a Python value: null, a number, or a quoted string (datetimes
-    in ISO format). Used to write run history rows. -#}
+    in ISO format). Not specific to dbt-prefect; today run_history_insert_sql calls it, in
+    on-run-end, to write run history rows. -#}
 {% macro sql_literal(value) %}
     {%- if value is none -%}
         {{ return('null') }}

@@ -1,8 +1,9 @@
 {#- Returns one row (a mapping over run_history_columns) per executed node in on-run-end's
-    `results`; run hooks are left out. Under the Python runner the flow run, the task run and
-    the row count collect_metadata recorded come from prefect_run_context. Otherwise
-    `row_count` is left to the insert: `count_relation` names the relation to count, when
-    metadata_switches allows counting it and the node succeeded. -#}
+    `results`; run hooks are left out. Called by record_run_history in on-run-end. Under the
+    Python runner the flow run, the task run and the row count collect_metadata recorded come
+    from prefect_run_context. Otherwise `row_count` is left to the insert: `count_relation`
+    names the relation to count, when metadata_switches allows counting it and the node
+    succeeded. -#}
 {% macro run_history_rows(results) %}
     {%- set context = dbt_prefect.prefect_run_context() -%}
     {%- set known = context.get('nodes') or {} -%}

@@ -1,5 +1,6 @@
 {#- Returns an insert of run_history_rows into the run history table. Every value is cast to
-    its column type, so multi-row VALUES type-check on Postgres too. -#}
+    its column type, so multi-row VALUES type-check on Postgres too. Run by record_run_history
+    in on-run-end, once per batch of 500 rows. -#}
 {% macro run_history_insert_sql(relation, rows) %}
     {{ return(adapter.dispatch('run_history_insert_sql', 'dbt_prefect')(relation, rows)) }}
 {% endmacro %}
