@@ -1,0 +1,150 @@
+"""The orchestrator's plan (orchestrator/plan.py) on the small shop DAG.
+
+    seed raw_orders -> stg_orders (view) -> int_orders (ephemeral) -> fct_orders (table)
+    tests: not_null on stg_orders, unique on fct_orders; unit test of fct_orders
+"""
+
+from __future__ import annotations
+
+import pytest
+from unit_manifest import (
+    EPHEMERAL,
+    FCT,
+    SEED,
+    SHOP,
+    STG,
+    TEST_FCT,
+    TEST_STG,
+    UNIT_FCT,
+    generic_test,
+    manifest,
+    model,
+    shop_entries,
+    shop_manifest,
+)
+
+from dbt_prefect.errors import OrchestratorUsageError
+from dbt_prefect.model.nodes import NodeCatalog
+from dbt_prefect.orchestrator.plan import BuildPlan, PlannedNode, build_plan
+
+
+def shop_plan(test_strategy: str, selected: tuple[str, ...] = SHOP) -> BuildPlan:
+    return build_plan(NodeCatalog(shop_manifest()), selected, test_strategy)
+
+
+def waves(plan: BuildPlan) -> list[list[str]]:
+    """Nodes grouped by how many waits separate them from a root (what can run together)."""
+    depth: dict[str, int] = {}
+    for planned in plan.nodes:  # plan order puts every node after what it waits for
+        depth[planned.unique_id] = 1 + max((depth[w] for w in planned.waits_for), default=-1)
+    grouped: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for uid, level in depth.items():
+        grouped[level].append(uid)
+    return grouped
+
+
+def test_immediate_runs_each_models_tests_right_after_it_and_unit_tests_before_it() -> None:
+    plan = shop_plan("immediate")
+    assert [n.unique_id for n in plan.nodes] == [SEED, STG, TEST_STG, UNIT_FCT, FCT, TEST_FCT]
+    assert waves(plan) == [[SEED], [STG], [TEST_STG, UNIT_FCT], [FCT], [TEST_FCT]]
+    assert plan.by_id() == {
+        SEED: PlannedNode(SEED, "seed raw_orders", "seed", parents=(), waits_for=()),
+        STG: PlannedNode(STG, "model stg_orders", "model", parents=(SEED,), waits_for=(SEED,)),
+        TEST_STG: PlannedNode(TEST_STG, "test not_null_stg_orders_order_id", "test", parents=(STG,), waits_for=(STG,)),
+        # A unit test runs with its model's parents (the ephemeral folded away), before the model.
+        UNIT_FCT: PlannedNode(UNIT_FCT, "unit_test test_fct_orders_totals", "unit_test", parents=(STG,), waits_for=(STG,)),
+        # The model waits for its parent, the parent's test, and its own unit test, which
+        # decides (as a parent) whether it runs.
+        FCT: PlannedNode(FCT, "model fct_orders", "model", parents=(STG, UNIT_FCT), waits_for=(STG, TEST_STG, UNIT_FCT)),
+        TEST_FCT: PlannedNode(TEST_FCT, "test unique_fct_orders_order_id", "test", parents=(FCT,), waits_for=(FCT,)),
+    }
+    assert plan.hook_types == ()
+
+
+def test_deferred_runs_every_test_after_every_model_and_seed() -> None:
+    plan = shop_plan("deferred")
+    assert [n.unique_id for n in plan.nodes] == [SEED, STG, FCT, TEST_STG, TEST_FCT, UNIT_FCT]
+    assert waves(plan) == [[SEED], [STG], [FCT], [TEST_STG, TEST_FCT, UNIT_FCT]]
+    by_id = plan.by_id()
+    assert by_id[FCT] == PlannedNode(FCT, "model fct_orders", "model", parents=(STG,), waits_for=(STG,))
+    for test, parents in ((TEST_STG, (STG,)), (TEST_FCT, (FCT,)), (UNIT_FCT, (STG,))):
+        assert (by_id[test].parents, by_id[test].waits_for) == (parents, (FCT, STG, SEED)), test
+
+
+def test_skip_plans_no_tests_at_all() -> None:
+    plan = shop_plan("skip")
+    assert [(n.unique_id, n.parents, n.waits_for) for n in plan.nodes] == [
+        (SEED, (), ()),
+        (STG, (SEED,), (SEED,)),
+        (FCT, (STG,), (STG,)),
+    ]
+
+
+@pytest.mark.parametrize("test_strategy", ["immediate", "deferred", "skip"])
+def test_ephemeral_models_are_never_planned_and_their_parents_become_their_childrens(test_strategy: str) -> None:
+    plan = shop_plan(test_strategy)
+    assert EPHEMERAL not in plan.by_id()
+    assert all(EPHEMERAL not in n.parents and EPHEMERAL not in n.waits_for for n in plan.nodes)
+    assert plan.by_id()[FCT].parents[0] == STG
+
+
+def test_only_selected_nodes_are_planned_and_unselected_parents_are_not_waited_for() -> None:
+    plan = shop_plan("immediate", (FCT, TEST_FCT, UNIT_FCT, FCT, "model.shop.not_in_manifest"))
+    assert [(n.unique_id, n.parents, n.waits_for) for n in plan.nodes] == [
+        (UNIT_FCT, (), ()),
+        (FCT, (UNIT_FCT,), (UNIT_FCT,)),
+        (TEST_FCT, (FCT,), (FCT,)),
+    ]
+
+
+def test_a_unit_test_without_its_model_selected_runs_on_its_own() -> None:
+    plan = shop_plan("immediate", (SEED, STG, UNIT_FCT))
+    assert [(n.unique_id, n.parents, n.waits_for) for n in plan.nodes] == [
+        (SEED, (), ()),
+        (UNIT_FCT, (), ()),
+        (STG, (SEED,), (SEED,)),
+    ]
+
+
+def test_immediate_tests_gate_the_first_nodes_downstream_and_the_rest_through_them() -> None:
+    entries = [*shop_entries(), model("report", [FCT])]
+    plan = build_plan(NodeCatalog(manifest(*entries)), [*SHOP, "model.shop.report"], "immediate")
+    report = plan.by_id()["model.shop.report"]
+    # report waits for fct_orders' test, not for stg_orders' (fct_orders already waited for it).
+    assert (report.parents, report.waits_for) == ((FCT,), (FCT, TEST_FCT))
+    assert [n.unique_id for n in plan.nodes][-2:] == [TEST_FCT, "model.shop.report"]
+
+
+def test_a_test_of_two_models_gates_only_nodes_downstream_of_both() -> None:
+    relationships = "test.shop.relationships_fct_stg.7a8b9c"
+    entries = [*shop_entries(), generic_test(relationships, FCT, [FCT, STG]), model("report", [FCT])]
+    plan = build_plan(NodeCatalog(manifest(*entries)), [*SHOP, relationships, "model.shop.report"], "immediate")
+    by_id = plan.by_id()
+    assert (by_id[relationships].parents, by_id[relationships].waits_for) == ((FCT, STG), (FCT, STG))
+    assert by_id[FCT].waits_for == (STG, TEST_STG, UNIT_FCT)
+    assert by_id["model.shop.report"].waits_for == (FCT, relationships, TEST_FCT)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="immediate: a generic test that gates a model is only in its waits_for, not in its parents, "
+    "so a failing test does not skip the model as dbt build does",
+)
+def test_immediate_a_failing_test_skips_the_models_it_gates_as_dbt_build_does() -> None:
+    # run_node (orchestrator/worker.py) skips a node only when one of its `parents` failed
+    # or was skipped; dbt build skips every descendant of a failed test, test edges included.
+    fct = shop_plan("immediate").by_id()[FCT]
+    assert TEST_STG in fct.parents
+
+
+def test_an_unknown_test_strategy_is_refused_with_the_choices() -> None:
+    with pytest.raises(OrchestratorUsageError) as raised:
+        shop_plan("eager")
+    assert str(raised.value) == "test_strategy must be one of immediate, deferred, skip, not 'eager'"
+
+
+def test_a_cycle_is_refused_naming_its_nodes() -> None:
+    entries = [model("a", ["model.shop.b"]), model("b", ["model.shop.a"]), model("c")]
+    with pytest.raises(OrchestratorUsageError) as raised:
+        build_plan(NodeCatalog(manifest(*entries)), ["model.shop.a", "model.shop.b", "model.shop.c"], "skip")
+    assert str(raised.value) == "the dbt graph has a cycle through ['model.shop.a', 'model.shop.b']"
