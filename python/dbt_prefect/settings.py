@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from prefect.settings import get_current_settings
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,8 +23,6 @@ def _default_profiles_dir() -> Path:
 
 def _default_log_level() -> str:
     # dbt's level follows Prefect's unless set; Prefect allows WARNING/CRITICAL, dbt does not.
-    from prefect.settings import get_current_settings
-
     return to_dbt_level(get_current_settings().logging.level)
 
 

@@ -46,16 +46,21 @@ def waves(plan: BuildPlan) -> list[list[str]]:
 def test_immediate_runs_each_models_tests_right_after_it_and_unit_tests_before_it() -> None:
     plan = shop_plan("immediate")
     assert [n.unique_id for n in plan.nodes] == [SEED, STG, TEST_STG, UNIT_FCT, FCT, TEST_FCT]
-    assert waves(plan) == [[SEED], [STG], [TEST_STG, UNIT_FCT], [FCT], [TEST_FCT]]
+    assert waves(plan) == [[SEED], [STG], [TEST_STG], [UNIT_FCT], [FCT], [TEST_FCT]]
     assert plan.by_id() == {
         SEED: PlannedNode(SEED, "seed raw_orders", "seed", parents=(), waits_for=()),
         STG: PlannedNode(STG, "model stg_orders", "model", parents=(SEED,), waits_for=(SEED,)),
         TEST_STG: PlannedNode(TEST_STG, "test not_null_stg_orders_order_id", "test", parents=(STG,), waits_for=(STG,)),
-        # A unit test runs with its model's parents (the ephemeral folded away), before the model.
-        UNIT_FCT: PlannedNode(UNIT_FCT, "unit_test test_fct_orders_totals", "unit_test", parents=(STG,), waits_for=(STG,)),
-        # The model waits for its parent, the parent's test, and its own unit test, which
-        # decides (as a parent) whether it runs.
-        FCT: PlannedNode(FCT, "model fct_orders", "model", parents=(STG, UNIT_FCT), waits_for=(STG, TEST_STG, UNIT_FCT)),
+        # A unit test runs before its model, after what gates the model: its parents (the
+        # ephemeral folded away) and the tests that gate it.
+        UNIT_FCT: PlannedNode(
+            UNIT_FCT, "unit_test test_fct_orders_totals", "unit_test", parents=(STG, TEST_STG), waits_for=(STG, TEST_STG)
+        ),
+        # The model waits for its parent, the parent's test and its own unit test; each of
+        # them decides (as a parent) whether it runs, as in dbt build.
+        FCT: PlannedNode(
+            FCT, "model fct_orders", "model", parents=(STG, TEST_STG, UNIT_FCT), waits_for=(STG, TEST_STG, UNIT_FCT)
+        ),
         TEST_FCT: PlannedNode(TEST_FCT, "test unique_fct_orders_order_id", "test", parents=(FCT,), waits_for=(FCT,)),
     }
     assert plan.hook_types == ()
@@ -111,7 +116,7 @@ def test_immediate_tests_gate_the_first_nodes_downstream_and_the_rest_through_th
     plan = build_plan(NodeCatalog(manifest(*entries)), [*SHOP, "model.shop.report"], "immediate")
     report = plan.by_id()["model.shop.report"]
     # report waits for fct_orders' test, not for stg_orders' (fct_orders already waited for it).
-    assert (report.parents, report.waits_for) == ((FCT,), (FCT, TEST_FCT))
+    assert (report.parents, report.waits_for) == ((FCT, TEST_FCT), (FCT, TEST_FCT))
     assert [n.unique_id for n in plan.nodes][-2:] == [TEST_FCT, "model.shop.report"]
 
 
@@ -125,16 +130,13 @@ def test_a_test_of_two_models_gates_only_nodes_downstream_of_both() -> None:
     assert by_id["model.shop.report"].waits_for == (FCT, relationships, TEST_FCT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="immediate: a generic test that gates a model is only in its waits_for, not in its parents, "
-    "so a failing test does not skip the model as dbt build does",
-)
 def test_immediate_a_failing_test_skips_the_models_it_gates_as_dbt_build_does() -> None:
-    # run_node (orchestrator/worker.py) skips a node only when one of its `parents` failed
-    # or was skipped; dbt build skips every descendant of a failed test, test edges included.
-    fct = shop_plan("immediate").by_id()[FCT]
-    assert TEST_STG in fct.parents
+    # run_node (orchestrator/worker.py) skips a node when one of its `parents` failed or
+    # was skipped; dbt build skips every descendant of a failed test, test edges included,
+    # and a skipped model's unit tests.
+    by_id = shop_plan("immediate").by_id()
+    assert by_id[FCT].parents == (STG, TEST_STG, UNIT_FCT)
+    assert by_id[UNIT_FCT].parents == (STG, TEST_STG)
 
 
 def test_an_unknown_test_strategy_is_refused_with_the_choices() -> None:

@@ -9,7 +9,7 @@ from dbt_prefect.model.statuses import skip_reason
 
 
 def reason(catalog: NodeCatalog, unique_id: str, statuses: dict[str, str]) -> str:
-    return skip_reason(catalog, statuses.get, catalog.get(unique_id))
+    return skip_reason(catalog.parents(catalog.get(unique_id)), statuses.get)
 
 
 def test_a_node_whose_parent_failed_names_the_parent_and_its_status() -> None:

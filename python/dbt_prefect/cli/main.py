@@ -8,6 +8,10 @@ The command and every dbt flag are dbt's own; dbt-prefect adds a few flags of it
 (``--flow-run-name``, ``--tag``, ``--no-assets``, ``--include-compiled-code``,
 ``--no-raise``). While dbt runs, the terminal shows live progress; at the end, a summary
 like dbt's. Exit codes are dbt's: 0 success, 1 node failures, 2 dbt or usage error.
+
+Prefect, dbt and the runner are imported when a command runs, not at import: `--help`
+stays instant, and Prefect is imported before dbt (Prefect sets up console logging only
+if nothing else has, and importing dbt adds a plain stderr handler to the root logger).
 """
 
 from __future__ import annotations
@@ -228,10 +232,10 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     # adds a plain stderr handler to the root logger).
     from prefect import tags
 
-    from dbt_prefect.runner.args import parse_invocation
     from dbt_prefect.errors import DbtPrefectError
-    from dbt_prefect.runner.report import project_name
+    from dbt_prefect.runner.args import parse_invocation
     from dbt_prefect.runner.invocation import check_project
+    from dbt_prefect.runner.report import project_name
     from dbt_prefect.settings import PrefectDbtSettings
 
     given: dict[str, Any] = {

@@ -14,6 +14,13 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.spinner import Spinner
+from rich.table import Table
+from rich.text import Text
+
 from dbt_prefect.model.nodes import node_from_node_info
 from dbt_prefect.model.statuses import SUMMARY_BUCKETS, classify
 from dbt_prefect.model.translator import DbtPrefectTranslator
@@ -148,12 +155,9 @@ class ProgressDisplay:
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> "ProgressDisplay":
-        from rich.console import Console
 
         self._started = time.monotonic()
         if self.live:
-            from rich.live import Live
-            from rich.spinner import Spinner
 
             self.console = Console(file=sys.stdout, highlight=False)
             self._spinner = Spinner("dots", style="cyan")
@@ -199,7 +203,6 @@ class ProgressDisplay:
 
     def _print(self, text: str, style: Optional[str] = None) -> None:
         if self.live:
-            from rich.text import Text
 
             self._live.console.print(Text(text, style=style or ""))
         else:
@@ -238,10 +241,6 @@ class ProgressDisplay:
 
     # -- live rendering (rich's refresh thread) --------------------------------------
     def _render(self) -> Any:
-        from rich.console import Group
-        from rich.progress_bar import ProgressBar
-        from rich.table import Table
-        from rich.text import Text
 
         with self._lock:
             total, done, finished = self.total, self.done, self._finished

@@ -29,7 +29,6 @@ _NAME_TO_DBT: dict[str, str] = {
     "fatal": "error",
 }
 
-DBT_LEVEL_NAMES = ("debug", "test", "info", "warn", "error", "none")
 
 
 def to_dbt_level(value: object) -> str:

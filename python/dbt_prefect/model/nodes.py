@@ -14,7 +14,16 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
+from google.protobuf.json_format import MessageToDict
+
 from dbt_prefect.model.metadata import WarehouseMetadata
+from dbt_prefect.model.package_contract import (
+    CONFIG_COLUMNS,
+    CONFIG_COUNT_VIEW_ROWS,
+    CONFIG_ENABLE_ASSETS,
+    CONFIG_ROW_COUNT,
+    META_KEY,
+)
 from dbt_prefect.model.translator import DbtPrefectTranslator, InvalidAssetKey, default_asset_key, validate_asset_key
 
 _logger = logging.getLogger("dbt_prefect")
@@ -25,11 +34,11 @@ ASSET_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot", "source"})
 # The one documented default set of `meta.prefect`; the dbt macro
 # `dbt_prefect.prefect_config` carries the same defaults.
 PREFECT_CONFIG_DEFAULTS: Mapping[str, Any] = {
-    "enable_assets": True,
+    CONFIG_ENABLE_ASSETS: True,
     # Read by the dbt package's collect_metadata post-hook (see metadata.py).
-    "row_count": True,
-    "count_view_rows": False,
-    "columns": True,
+    CONFIG_ROW_COUNT: True,
+    CONFIG_COUNT_VIEW_ROWS: False,
+    CONFIG_COLUMNS: True,
 }
 
 
@@ -74,7 +83,7 @@ class DbtNode:
             self.resource_type in ASSET_RESOURCE_TYPES
             and bool(self.relation_name)
             and not self.is_ephemeral
-            and bool(self.prefect_config.get("enable_assets", True))
+            and bool(self.prefect_config.get(CONFIG_ENABLE_ASSETS, True))
         )
 
 
@@ -102,7 +111,7 @@ def merge_prefect_config(*layers: Any) -> dict[str, Any]:
 
 
 def _meta_prefect(meta: Any) -> Any:
-    return meta.get("prefect") if isinstance(meta, Mapping) else None
+    return meta.get(META_KEY) if isinstance(meta, Mapping) else None
 
 
 def _node_from_manifest_entry(entry: Any) -> DbtNode:
@@ -163,8 +172,6 @@ def _struct_to_dict(struct: Any) -> dict[str, Any]:
     if isinstance(struct, Mapping):
         return dict(struct)
     try:
-        from google.protobuf.json_format import MessageToDict
-
         return MessageToDict(struct)
     except Exception:
         return {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Failed, State
@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed, State
 from dbt_prefect._compat.prefect import utc_datetime
 
 if TYPE_CHECKING:
-    from dbt_prefect.model.nodes import DbtNode, NodeCatalog
+    from dbt_prefect.model.nodes import DbtNode
 
 
 class Outcome(enum.Enum):
@@ -129,9 +129,11 @@ def prefect_state(status: str, message: Optional[str], timestamp: float) -> Stat
     return Completed(name=status.title() if status else "Completed", message=message, timestamp=when)
 
 
-def skip_reason(catalog: NodeCatalog, status_of: Callable[[str], Optional[str]], node: DbtNode) -> str:
-    """Why dbt skipped ``node``, from its parents' dbt statuses (``status_of(unique_id)``, None if unknown)."""
-    for parent in catalog.parents(node):
+def skip_reason(parents: Iterable[DbtNode], status_of: Callable[[str], Optional[str]]) -> str:
+    """Why dbt skipped a node, from the dbt statuses of what decides whether it runs (its
+    parents, and in an orchestrated build the tests that gate it): ``status_of(unique_id)``,
+    None if unknown."""
+    for parent in parents:
         status = status_of(parent.unique_id)
         if status is None:
             continue

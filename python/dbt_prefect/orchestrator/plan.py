@@ -78,8 +78,6 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Bui
         ancestors = _ancestors(parents)
         for uid, node in tests.items():
             if node.resource_type == "unit_test":
-                if node.attached_node in waits:
-                    waits[node.attached_node].add(uid)
                 continue
             tested = set(test_parents[uid])
             if not tested:
@@ -92,6 +90,14 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Bui
                     continue
                 if not any(p not in tested and tested <= ancestors[p] | {p} for p in child_parents):
                     waits[child].add(uid)
+        for uid, node in tests.items():
+            if node.resource_type == "unit_test" and node.attached_node in waits:
+                # Before its model, after what gates the model: a model that dbt skips
+                # (a parent or a gating test failed) has its unit tests skipped too.
+                test_parents[uid] = tuple(sorted(waits[node.attached_node]))
+        for uid, node in tests.items():
+            if node.resource_type == "unit_test" and node.attached_node in waits:
+                waits[node.attached_node].add(uid)
         for uid in tests:
             waits[uid] = set(test_parents[uid])
     elif test_strategy == "deferred":
@@ -99,27 +105,25 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Bui
         for uid in tests:
             waits[uid] = set(everything)
 
+    def decided_by(uid: str) -> tuple[str, ...]:
+        if uid in tests:
+            return test_parents[uid]
+        if test_strategy == "immediate":
+            # As dbt build: a node is skipped when a parent, a test that gates it or one
+            # of its unit tests failed, so all of them decide whether it runs.
+            return tuple(dict.fromkeys((*parents[uid], *sorted(waits[uid] - set(parents[uid])))))
+        return parents[uid]
+
     planned = {
         uid: PlannedNode(
             unique_id=uid,
             task_run_name=node.task_run_name,
             resource_type=node.resource_type,
-            parents=parents[uid] if uid in nodes else test_parents[uid],
+            parents=decided_by(uid),
             waits_for=tuple(sorted(waits[uid])),
         )
         for uid, node in {**nodes, **tests}.items()
     }
-    # Unit tests gate their model and are planned with the model's parents as theirs.
-    for uid, node in tests.items():
-        if node.resource_type == "unit_test" and test_strategy == "immediate" and node.attached_node in planned:
-            model = planned[node.attached_node]
-            planned[node.attached_node] = PlannedNode(
-                unique_id=model.unique_id,
-                task_run_name=model.task_run_name,
-                resource_type=model.resource_type,
-                parents=tuple(dict.fromkeys((*model.parents, uid))),
-                waits_for=model.waits_for,
-            )
     return BuildPlan(nodes=_topological(planned))
 
 

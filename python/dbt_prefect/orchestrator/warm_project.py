@@ -25,7 +25,7 @@ from typing import Any, ContextManager, Mapping, Optional, Sequence
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 
-from dbt_prefect._compat.dbt import NodeSession
+from dbt_prefect._compat.dbt_session import NodeSession
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.translator import DbtPrefectTranslator

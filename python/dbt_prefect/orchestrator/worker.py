@@ -25,11 +25,13 @@ from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
-from dbt_prefect._compat.dbt import WarmPathUnavailable, forget_compilation, run_result
+from dbt_prefect._compat.dbt import forget_compilation, run_result
+from dbt_prefect._compat.dbt_session import WarmPathUnavailable
 from dbt_prefect._compat.prefect import flush_events_and_logs
 from dbt_prefect.model.levels import python_level
 from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
-from dbt_prefect.model.nodes import DbtNode, FinishedNode
+from dbt_prefect.model.nodes import FinishedNode
+from dbt_prefect.model.package_contract import COLLECT_METADATA_ENV, COLLECT_METADATA_ON
 from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS, classify, is_failure, prefect_state, skip_reason
 from dbt_prefect.orchestrator.warm_project import (
     ProjectSpec,
@@ -53,7 +55,6 @@ from dbt_prefect.runner.events import (
 )
 from dbt_prefect.runner.failures import node_results
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, Scrub, scrubber
-from dbt_prefect.runner.recorder import COLLECT_METADATA_ENV
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -156,9 +157,10 @@ def _upstream_outcomes(upstream: Sequence[Any], unique_ids: Sequence[str]) -> li
     return outcomes
 
 
-def _skip_reason(project: WarmProject, node: DbtNode, parents: list[NodeOutcome]) -> str:
-    # The runner's own wording, from the parents' results.
-    return skip_reason(project.catalog, {p.unique_id: p.status for p in parents}.get, node)
+def _skip_reason(project: WarmProject, parents: list[NodeOutcome]) -> str:
+    # The runner's own wording, from the results of what decides whether the node runs.
+    nodes = [project.catalog.get(p.unique_id) for p in parents]
+    return skip_reason([n for n in nodes if n is not None], {p.unique_id: p.status for p in parents}.get)
 
 
 def run_node(
@@ -186,10 +188,8 @@ def run_node(
         if blocked:
             with lock:
                 project, cold = warm_project(spec)
-            node = project.catalog.get(unique_id)
-            assert node is not None, f"{unique_id} is not in the parsed project"
             outcome.status = SKIPPED
-            outcome.message = _skip_reason(project, node, parents)
+            outcome.message = _skip_reason(project, parents)
         else:
             with _concurrency_slot(options.concurrency_limit):
                 with lock:
@@ -263,7 +263,7 @@ def _invoke_node(
 
     # As in the runner: the package's collect_metadata() post-hook queries the warehouse
     # only when its records become asset metadata.
-    with temporary_environ({} if options.disable_assets else {COLLECT_METADATA_ENV: "1"}):
+    with temporary_environ({} if options.disable_assets else {COLLECT_METADATA_ENV: COLLECT_METADATA_ON}):
         if _warm_path(project, unique_id):
             outcome.warm_session = True
             _run_in_session(spec, project, unique_id, options, scrub, outcome, node_log)

@@ -26,7 +26,6 @@ from dbt_prefect.profiles.resolver import (
     VariableNotFound,
 )
 
-
 #: dbt scrubs the values of environment variables with this prefix from logs and errors.
 SECRET_ENV_PREFIX = "DBT_ENV_SECRET_PREFECT_"
 

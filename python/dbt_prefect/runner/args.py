@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+import click
+from dbt.cli.main import cli
+
 from dbt_prefect.errors import DbtArgumentsError
 
 # Flags whose values dbt-prefect reads before dbt starts (dbt reads them too).
@@ -33,9 +36,6 @@ class DbtInvocation:
 
 
 def _command_path(args: Sequence[str]) -> list[str]:
-    import click
-    from dbt.cli.main import cli
-
     try:
         ctx = cli.make_context(cli.name, list(args), resilient_parsing=True)
         rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)

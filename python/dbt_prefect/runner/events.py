@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 from dbt_prefect._compat.dbt import set_invocation_env_var
 from dbt_prefect.model.levels import DBT_TO_PYTHON
 from dbt_prefect.model.metadata import WarehouseMetadata, parse_metadata_record
+from dbt_prefect.model.package_contract import METADATA_RECORD, RECORD_PREFIX, RUN_CONTEXT_ENV, RUN_CONTEXT_REQUEST
 
 NODE_START = "NodeStart"
 NODE_FINISHED = "NodeFinished"
@@ -28,13 +29,6 @@ STATE_EVENTS = frozenset({NODE_START, NODE_FINISHED})
 
 # What `{{ log(msg) }}` / `{{ log(msg, info=True) }}` fire.
 JINJA_LOG_EVENTS = frozenset({"JinjaLogDebug", "JinjaLogInfo"})
-# Every line the dbt package writes for the runner starts with this.
-RECORD_PREFIX = "dbt_prefect.record."
-# collect_metadata: `dbt_prefect.record.metadata {"unique_id": ..., "row_count": ..., "columns": [...]}`.
-METADATA_RECORD = RECORD_PREFIX + "metadata "
-# prefect_run_context: a question, answered in this invocation's env var RUN_CONTEXT_ENV.
-RUN_CONTEXT_REQUEST = RECORD_PREFIX + "run_context_request"
-RUN_CONTEXT_ENV = "DBT_PREFECT_RUN_CONTEXT"
 # How long dbt waits for the recorder to answer before it goes on without the answer.
 ANSWER_TIMEOUT_SECONDS = 30.0
 

@@ -18,13 +18,16 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from prefect.client.schemas.objects import TaskRun, TaskRunPolicy, TaskRunResult
 from prefect.states import Crashed, Running, State
 
 from dbt_prefect._compat.prefect import emit_task_run_state_change_event, prefect_datetime, utc_datetime
+from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
+from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
+from dbt_prefect.model.package_contract import COLLECT_METADATA_ENV, COLLECT_METADATA_ON
+from dbt_prefect.model.statuses import SKIPPED, classify, prefect_state, skip_reason
 from dbt_prefect.runner.events import (
     JINJA_LOG_EVENTS,
     NODE_FINISHED,
@@ -37,9 +40,7 @@ from dbt_prefect.runner.events import (
     log_event,
     package_record,
 )
-from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
-from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
-from dbt_prefect.model.statuses import SKIPPED, classify, prefect_state, skip_reason
+from dbt_prefect.runner.target import RunTarget
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
@@ -50,34 +51,6 @@ _logger = logging.getLogger("dbt_prefect")
 # shows as Running in the UI after this delay.
 RUNNING_STATE_DELAY = 1.0
 
-# Set while a recorder that emits asset events runs: dbt_prefect.collect_metadata() only
-# queries the warehouse when someone will read its records (dbt copies the environment
-# when the invocation starts, so it is set before dbt runs and removed after).
-COLLECT_METADATA_ENV = "DBT_PREFECT_COLLECT_METADATA"
-
-
-@dataclass(frozen=True)
-class RunTarget:
-    """The Prefect flow run (and task run, when invoked inside a task) dbt runs under."""
-
-    flow_run: Any
-    flow_name: str
-    parent_task_run: Any = None
-
-    @classmethod
-    def current(cls) -> Optional["RunTarget"]:
-        from prefect.context import FlowRunContext, TaskRunContext
-
-        task_ctx = TaskRunContext.get()
-        flow_ctx = FlowRunContext.get()
-        if flow_ctx is None or flow_ctx.flow_run is None:
-            return None
-        flow_name = getattr(flow_ctx.flow, "name", "<unknown>")
-        return cls(
-            flow_run=flow_ctx.flow_run,
-            flow_name=flow_name,
-            parent_task_run=task_ctx.task_run if task_ctx is not None else None,
-        )
 
 
 class _NodeRun:
@@ -127,7 +100,7 @@ class RunRecorder:
     def start(self) -> None:
         if self.target is not None and self._on_node_finished is not None:
             self._saved_env = (COLLECT_METADATA_ENV, os.environ.get(COLLECT_METADATA_ENV))
-            os.environ[COLLECT_METADATA_ENV] = "1"
+            os.environ[COLLECT_METADATA_ENV] = COLLECT_METADATA_ON
         # The recorder runs in the caller's context so Prefect sees the flow run in it
         # (related resources on events, the API log handler).
         context = contextvars.copy_context()
@@ -285,7 +258,7 @@ class RunRecorder:
 
     def _skip_reason(self, node: DbtNode) -> str:
         finished = self.finished
-        return skip_reason(self.catalog, lambda unique_id: getattr(finished.get(unique_id), "status", None), node)
+        return skip_reason(self.catalog.parents(node), lambda unique_id: getattr(finished.get(unique_id), "status", None))
 
     # -- task runs -------------------------------------------------------------------
     def _new_task_run(self, node: DbtNode, timestamp: float) -> TaskRun:

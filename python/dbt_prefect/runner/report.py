@@ -15,6 +15,7 @@ freshness`` of ``jaffle_shop`` gives ``dbt-jaffle-shop-source-freshness``.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -22,10 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
+import yaml
 from google.protobuf.json_format import MessageToDict
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
 
-from dbt_prefect.runner.failures import result_statuses
 from dbt_prefect.model.statuses import Outcome, classify, summary_counts, summary_line
+from dbt_prefect.runner.failures import result_statuses
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -55,8 +59,6 @@ def project_name(project_dir: Path, manifest: Any = None) -> str:
     if name:
         return str(name)
     try:
-        import yaml
-
         with open(Path(project_dir) / "dbt_project.yml", encoding="utf-8") as f:
             data = yaml.safe_load(f)
         if isinstance(data, dict) and data.get("name"):
@@ -295,10 +297,6 @@ def description(report: RunReport) -> str:
 # -- publishing ----------------------------------------------------------------------
 def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client: Any = None) -> list[Any]:
     """Create the markdown and table artifacts on the flow (and task) run; return their ids."""
-    import json
-
-    from prefect.client.schemas.actions import ArtifactCreate
-
     artifacts = [
         ArtifactCreate(
             key=report.key,
@@ -319,8 +317,6 @@ def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client
     ]
     if client is not None:
         return [client.create_artifact(artifact=a).id for a in artifacts]
-    from prefect.client.orchestration import get_client
-
     with get_client(sync_client=True) as sync_client:
         return [sync_client.create_artifact(artifact=a).id for a in artifacts]
 

@@ -21,8 +21,9 @@ from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, summarise_failures
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
 from dbt_prefect.runner.readback import wait_until_recorded
-from dbt_prefect.runner.recorder import RunRecorder, RunTarget
+from dbt_prefect.runner.recorder import RunRecorder
 from dbt_prefect.runner.report import RunReport, publish_run_report
+from dbt_prefect.runner.target import RunTarget
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
