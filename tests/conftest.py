@@ -1,11 +1,16 @@
-"""Shared fixtures: one real Prefect server per test session, isolated Prefect and dbt state.
+"""Every fixture of the test suite: one real Prefect server, one PostgreSQL server and one
+Dask cluster per test session, isolated Prefect and dbt state.
 
 The environment is set before Prefect is imported, so the in-process client, the
-events worker and any subprocess the tests start all talk to the same server.
+events worker and any subprocess the tests start all talk to the same server. Keep that
+block first: nothing above it may import Prefect (or anything that does).
+
+Helpers the tests import are plain modules in tests/support/, never this file.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -15,11 +20,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-INTEGRATION_PROJECT = REPO_ROOT / "integration_project"
 
 
 def _free_port() -> int:
@@ -46,6 +49,10 @@ os.environ.update(
 )
 os.environ.pop("DBT_PROJECT_DIR", None)
 os.environ.pop("DBT_PROFILES_DIR", None)
+
+# Prefect's environment is set: the helpers may import it.
+from support.postgres import SECRET_BLOCK, Postgres, PostgresUnavailable, start_postgres, stop_postgres  # noqa: E402
+from support.projects import make_shop_copy  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -97,32 +104,53 @@ def prefect_server():
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 
-def make_shop_copy(destination: Path) -> Path:
-    """A private copy of the integration project, with its own DuckDB file and the package linked in."""
-    project = destination / "integration_project"
-    shutil.copytree(
-        INTEGRATION_PROJECT,
-        project,
-        ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb*", "flows", "package-lock.yml"),
-    )
-    profiles = project / "profiles.yml"
-    profiles.write_text(
-        profiles.read_text().replace(
-            "{{ env_var('SHOP_DUCKDB_PATH', 'shop.duckdb') }}", str(destination / "shop.duckdb")
-        )
-    )
-    packages_yml = project / "packages.yml"
-    packages_yml.write_text(packages_yml.read_text().replace("local: ..", f"local: {REPO_ROOT}"))
-    # What `dbt deps` does for a local package, without a dbt invocation per test.
-    packages = project / "dbt_packages"
-    packages.mkdir()
-    (packages / "dbt_prefect").symlink_to(REPO_ROOT, target_is_directory=True)
-    return project
-
-
 @pytest.fixture()
 def shop_project(tmp_path: Path) -> Path:
     return make_shop_copy(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server on 127.0.0.1, started once for the session by .ci/start_postgres.sh.
+
+    The orchestrator tests and test_macros.py's Postgres runs share it. Skips when
+    PostgreSQL cannot be installed here.
+    """
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server
+    finally:
+        stop_postgres(server)
+
+
+@pytest.fixture(scope="session")
+def pg_secret_block(prefect_server: str, postgres: Postgres) -> str:
+    """The Postgres password, saved as a Prefect Secret block."""
+    from prefect.blocks.system import Secret
+
+    Secret(value=postgres.password).save(SECRET_BLOCK, overwrite=True)
+    return SECRET_BLOCK
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """A dask.distributed LocalCluster: 2 worker processes, one thread each."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.close(timeout=30)
 
 
 _EXIT_STATUS: list[int] = []

@@ -23,9 +23,9 @@ from dbt_prefect.model.translator import (
     default_asset_key,
 )
 from dbt_prefect.model.nodes import NodeCatalog, PREFECT_CONFIG_DEFAULTS
-from prefect_api import asset_events, materializations, related_assets, state_of, task_runs, by_name
+from support.prefect_api import asset_events, materializations, related_assets, state_of, task_runs, by_name
 
-from conftest import make_shop_copy
+from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -235,7 +235,7 @@ def test_no_asset_is_emitted_outside_a_flow(shop_project: Path) -> None:
     started = dt.datetime.now(dt.timezone.utc)
     assert runner_for(shop_project).invoke(["seed"]).success
     finished = dt.datetime.now(dt.timezone.utc)
-    from prefect_api import poll
+    from support.prefect_api import poll
 
     def emitted() -> list[Any]:
         with get_client(sync_client=True) as client:

@@ -20,7 +20,7 @@ from dbt_prefect import (
     PrefectDbtRunner,
     PrefectDbtSettings,
 )
-from prefect_api import task_runs
+from support.prefect_api import task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -31,9 +31,9 @@ from prefect.client.schemas.filters import (
     FlowRunFilterName,
 )
 
-from conftest import make_shop_copy
+from support.projects import make_shop_copy
 from dbt_prefect.cli.main import dbt_usage_error, app
-from prefect_api import state_of, task_runs
+from support.prefect_api import state_of, task_runs
 from test_runner import EXPECTED_BUILD_TASK_RUNS
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

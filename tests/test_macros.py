@@ -4,90 +4,30 @@ dbt-tests-adapter (dbt Labs' package and adapter test framework; the old pytest-
 is dead) builds a throwaway project per test class. Its plugin is declared in this module,
 not in conftest.py: only this module asks for its fixtures (`project`, `models`, ...), no
 name clashes with ours, and the ones that would leak process-wide state (DBT_LOG_PATH) are
-overridden below. Each class runs once per adapter: DuckDB always, Postgres when a
-PostgreSQL server binary and dbt-postgres are installed (otherwise those runs are skipped).
+overridden below. Each class runs once per adapter: DuckDB always, and Postgres on the
+session's `postgres` server (conftest.py, started by .ci/start_postgres.sh) when dbt-postgres
+is installed and PostgreSQL can be installed here (otherwise those runs are skipped).
 """
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
 import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import pytest
 from dbt.tests.util import run_dbt
 from dbt_common.invocation import get_invocation_id
 
+from support.projects import REPO_ROOT
+
 pytest_plugins = ["dbt.tests.fixtures.project"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 METADATA_RECORD = "dbt_prefect.record.metadata "
 METADATA_QUERY = "/* dbt_prefect.relation_metadata */"
 COLLECT_METADATA = "{{ dbt_prefect.collect_metadata() }}"
-
-
-# -- a throwaway Postgres server, when this machine has one --------------------------------
-def _postgres_bin() -> Optional[Path]:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[dict[str, Any]]:
-    """A PostgreSQL server on 127.0.0.1 for this session, or a skip saying what is missing."""
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine")
-    if importlib.util.find_spec("dbt.adapters.postgres") is None:
-        pytest.skip("dbt-postgres is not installed")
-    as_owner: list[str] = []
-    data = Path(tempfile.mkdtemp(prefix="dbt-prefect-pg-"))
-    if os.geteuid() == 0:  # initdb refuses to run as root: run it as the `postgres` user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root, and there is no `postgres` user to start PostgreSQL as")
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser to start PostgreSQL as another user")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(data, user="postgres")
-    port = _free_port()
-    log = data / "server.log"
-
-    def run(*args: str) -> None:
-        subprocess.run([*as_owner, *args], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        run(
-            str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(log), "-w", "-t", "60",
-            "-o", f"-h 127.0.0.1 -p {port} -k {data} -c fsync=off -c full_page_writes=off",
-            "start",
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        shutil.rmtree(data, ignore_errors=True)
-        pytest.skip(f"could not start PostgreSQL: {exc}")
-    yield {"host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres"}
-    subprocess.run([*as_owner, str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "-w", "stop"],
-                   capture_output=True, timeout=60)
-    shutil.rmtree(data, ignore_errors=True)
 
 
 # -- dbt-tests-adapter fixtures, overridden ------------------------------------------------
@@ -95,8 +35,13 @@ def postgres_server() -> Iterator[dict[str, Any]]:
 def dbt_profile_target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if request.param == "duckdb":
         return {"type": "duckdb", "path": str(tmp_path_factory.mktemp("duckdb") / "macros.duckdb"), "threads": 4}
-    server = request.getfixturevalue("postgres_server")
-    return {"type": "postgres", "pass": "", "threads": 4, **server}
+    if importlib.util.find_spec("dbt.adapters.postgres") is None:
+        pytest.skip("dbt-postgres is not installed")
+    postgres = request.getfixturevalue("postgres")  # conftest.py's, shared with the orchestrator tests
+    return {
+        "type": "postgres", "threads": 4, "host": postgres.host, "port": postgres.port,
+        "user": postgres.user, "pass": postgres.password, "dbname": "postgres",
+    }
 
 
 @pytest.fixture(scope="class")

@@ -16,9 +16,9 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
-from prefect_api import asset_events, by_name, events_of_flow_run, logs, materializations, state_of, task_runs
+from support.prefect_api import asset_events, by_name, events_of_flow_run, logs, materializations, state_of, task_runs
 
-from conftest import make_shop_copy
+from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

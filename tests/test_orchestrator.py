@@ -14,16 +14,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from dbt_prefect import PrefectDbtRunnerFailure
 from dbt_prefect import OrchestratorUsageError
-from orchestrator_support import (  # noqa: F401  (fixtures)
-    dask_cluster,
-    dask_runner,
-    make_pg_project,
-    orchestrate,
-    pg_secret_block,
-    postgres,
-    worker_pids,
-)
-from prefect_api import (
+from support.orchestration import dask_runner, orchestrate, worker_pids
+from support.projects import make_pg_project
+from support.prefect_api import (
     asset_events,
     by_name,
     logs,

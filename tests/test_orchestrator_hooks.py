@@ -9,15 +9,9 @@ from typing import Any
 import pytest
 
 from dbt_prefect import PrefectDbtRunnerFailure
-from orchestrator_support import (  # noqa: F401  (fixtures)
-    dask_cluster,
-    dask_runner,
-    make_small_project,
-    orchestrate,
-    pg_secret_block,
-    postgres,
-)
-from prefect_api import by_name, logs, message_of, state_of, task_runs
+from support.orchestration import dask_runner, orchestrate
+from support.projects import make_small_project
+from support.prefect_api import by_name, logs, message_of, state_of, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "pg_secret_block")
 
@@ -100,7 +94,7 @@ def test_the_packages_metadata_post_hook_puts_row_counts_and_columns_on_orchestr
 ) -> None:
     from dbt.cli.main import dbtRunner
 
-    from prefect_api import asset_events, materializations
+    from support.prefect_api import asset_events, materializations
 
     project = with_hooks(make_small_project(tmp_path, postgres, "meta_orch", "meta_orch", MODELS), START_HOOKS, [])
     repo_root = Path(__file__).resolve().parents[1]

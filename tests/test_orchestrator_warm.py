@@ -13,15 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator_support import (  # noqa: F401  (fixtures)
-    dask_cluster,
-    dask_runner,
-    make_small_project,
-    orchestrate,
-    pg_secret_block,
-    postgres,
-)
-from prefect_api import by_name, message_of, state_of, task_runs
+from support.orchestration import dask_runner, orchestrate
+from support.projects import make_small_project
+from support.prefect_api import by_name, message_of, state_of, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "pg_secret_block")
 

@@ -23,7 +23,7 @@ from dbt_prefect.runner.report import (
     render_markdown,
 )
 
-from conftest import make_shop_copy
+from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

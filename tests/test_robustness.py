@@ -17,9 +17,9 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings, PrefectDbtRunnerFailure
-from prefect_api import by_name, logs, message_of, state_of, task_runs
+from support.prefect_api import by_name, logs, message_of, state_of, task_runs
 
-from conftest import REPO_ROOT, make_shop_copy
+from support.projects import REPO_ROOT, make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

@@ -13,9 +13,9 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings, PrefectDbtRunnerFailure
-from prefect_api import by_name, logs, message_of, poll, state_of, task_runs, task_runs_by_id
+from support.prefect_api import by_name, logs, message_of, poll, state_of, task_runs, task_runs_by_id
 
-from conftest import make_shop_copy
+from support.projects import make_shop_copy
 
 SEEDS = ["raw_customers", "raw_orders", "raw_products"]
 MODELS = [

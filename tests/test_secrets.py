@@ -16,7 +16,7 @@ from prefect.context import FlowRunContext
 from prefect.variables import Variable
 
 from dbt_prefect import DbtProfilesError, PrefectDbtRunner, PrefectDbtRunnerFailure, PrefectDbtSettings
-from prefect_api import asset_events, logs, task_runs
+from support.prefect_api import asset_events, logs, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
