@@ -3,6 +3,7 @@
 
     python3 dev.py demo    # build the integration project in a Prefect flow
     python3 dev.py test    # run the test suite
+    python3 dev.py lint    # ruff (lint and format) and mypy on python/
     python3 dev.py stop-server
 
 Both create `.venv/` and install the project into it on first use.
@@ -105,6 +106,19 @@ def test(extra: list[str]) -> int:
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
 
 
+def lint(extra: list[str]) -> int:
+    ensure_venv()
+    checks = [
+        [str(BIN / "ruff"), "check", "python"],
+        [str(BIN / "ruff"), "format", "--check", "python"],
+        [str(BIN / "mypy")],
+    ]
+    failed = [check for check in checks if subprocess.run(check, cwd=ROOT).returncode != 0]
+    for check in failed:
+        print(f"failed: {' '.join(Path(check[0]).name.split() + check[1:])}", flush=True)
+    return 1 if failed else 0
+
+
 def stop_server() -> int:
     pid_file = PREFECT_HOME / "server.pid"
     if not pid_file.exists():
@@ -122,7 +136,7 @@ def stop_server() -> int:
 
 
 def main() -> int:
-    commands = {"demo": demo, "test": test, "stop-server": lambda extra: stop_server()}
+    commands = {"demo": demo, "test": test, "lint": lint, "stop-server": lambda extra: stop_server()}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

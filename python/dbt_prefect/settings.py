@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from prefect.settings import get_current_settings
 from pydantic import Field, field_validator
@@ -37,7 +37,7 @@ class PrefectDbtSettings(BaseSettings):
 
     project_dir: Path = Field(default_factory=Path.cwd)
     profiles_dir: Path = Field(default_factory=_default_profiles_dir)
-    target_path: Optional[Path] = None
+    target_path: Path | None = None
     log_level: str = Field(default_factory=_default_log_level)
 
     @field_validator("log_level", mode="before")

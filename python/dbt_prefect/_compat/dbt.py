@@ -75,6 +75,12 @@ def run_result(node: Any, status: str, message: str, execution_time: float) -> A
     from dbt.artifacts.schemas.run import RunResult
 
     return RunResult(
-        status=RunStatus(status), timing=[], thread_id="dbt-prefect-orchestrator", execution_time=execution_time,
-        adapter_response={}, message=message, failures=None, node=node,
+        status=RunStatus(status),
+        timing=[],
+        thread_id="dbt-prefect-orchestrator",
+        execution_time=execution_time,
+        adapter_response={},
+        message=message,
+        failures=None,
+        node=node,
     )

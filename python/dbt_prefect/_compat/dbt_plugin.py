@@ -10,8 +10,9 @@ experimental; checked against dbt-core 1.10 and 1.11. When the hook does not fir
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from dbt.plugins.manager import dbt_hook, dbtPlugin
 

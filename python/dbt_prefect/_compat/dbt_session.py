@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any
 
 
 class WarmPathUnavailable(Exception):
@@ -31,7 +32,7 @@ class _EventForwarder:
     """
 
     def __init__(self) -> None:
-        self.target: Optional[Callable[[Any], None]] = None
+        self.target: Callable[[Any], None] | None = None
         self.flags: Any = None  # the Flags the event manager was set up with
 
     def __call__(self, msg: Any) -> None:
@@ -94,7 +95,7 @@ class NodeSession:
         self.manifest = manifest
         self._variants: dict[bool, tuple[Any, Any, Any]] = {}
         self.adapter: Any = None
-        self.build_id: Optional[str] = None
+        self.build_id: str | None = None
         self._schemas_ready: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._open()
@@ -133,7 +134,9 @@ class NodeSession:
         self._set_invocation_env()
         flags = Flags(args_to_context(["build", *self.args, *(["--full-refresh"] if full_refresh else [])]))
         set_flags(flags)
-        profile = load_profile(flags.PROJECT_DIR, flags.VARS, flags.PROFILE, flags.TARGET, getattr(flags, "THREADS", None))
+        profile = load_profile(
+            flags.PROJECT_DIR, flags.VARS, flags.PROFILE, flags.TARGET, getattr(flags, "THREADS", None)
+        )
         project = load_project(flags.PROJECT_DIR, flags.VERSION_CHECK, profile, flags.VARS, validate=True)
         config = RuntimeConfig.from_parts(project, profile, flags)
         task = BuildTask(flags, config, self.manifest)
@@ -209,9 +212,13 @@ class NodeSession:
         runner_type = task.get_runner_type(node)
         if runner_type is None or (isinstance(runner_type, type) and issubclass(runner_type, MicrobatchModelRunner)):
             # Microbatch models run their batches on the task's thread pool.
-            raise WarmPathUnavailable(f"{unique_id} needs dbt's own build task ({getattr(runner_type, '__name__', None)})")
+            raise WarmPathUnavailable(
+                f"{unique_id} needs dbt's own build task ({getattr(runner_type, '__name__', None)})"
+            )
 
-    def run_node(self, unique_id: str, full_refresh: bool, build_id: Optional[str], listener: Callable[[Any], None]) -> Any:
+    def run_node(
+        self, unique_id: str, full_refresh: bool, build_id: str | None, listener: Callable[[Any], None]
+    ) -> Any:
         """Run one node as `dbt build` would; return dbt's RunResult. Call with the dbt lock held."""
         from dbt.artifacts.schemas.results import NodeStatus
         from dbt.flags import set_flags
@@ -238,7 +245,9 @@ class NodeSession:
             self._reset_connection()
         return result
 
-    def run_hooks(self, hook_type: str, hook_nodes: dict[str, Any], results: Sequence[Any], listener: Callable[[Any], None]) -> list[Any]:
+    def run_hooks(
+        self, hook_type: str, hook_nodes: dict[str, Any], results: Sequence[Any], listener: Callable[[Any], None]
+    ) -> list[Any]:
         """Run the project's on-run-start or on-run-end hooks as ``dbt build`` does; return their RunResults.
 
         ``hook_nodes`` are kept out of the worker's manifest (so that the dbtRunner fallback
@@ -273,7 +282,7 @@ class NodeSession:
         del task.node_results[ran_before:]
         return ran
 
-    def _start_build(self, build_id: Optional[str]) -> None:
+    def _start_build(self, build_id: str | None) -> None:
         # Other workers changed the database since this worker's last node: see the class doc.
         self.adapter.cache.clear()
         if build_id is not None and build_id == self.build_id:

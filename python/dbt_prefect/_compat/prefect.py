@@ -40,12 +40,12 @@ __all__ = [
 _logger = logging.getLogger("dbt_prefect")
 
 
-def utc_datetime(timestamp: float) -> "DateTime":
+def utc_datetime(timestamp: float) -> DateTime:
     """A POSIX timestamp as the aware UTC datetime Prefect's run and state models hold."""
-    return prefect_datetime(dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc))
+    return prefect_datetime(dt.datetime.fromtimestamp(timestamp, tz=dt.UTC))
 
 
-def prefect_datetime(value: dt.datetime) -> "DateTime":
+def prefect_datetime(value: dt.datetime) -> DateTime:
     """An aware datetime, typed as Prefect's run models annotate their times."""
     return cast("DateTime", value)
 

@@ -20,9 +20,10 @@ import contextlib
 import io
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional, Sequence
+from typing import Annotated, Any
 
 import typer
 
@@ -93,9 +94,9 @@ def _command_epilog(command: str) -> str:
 # -- options -------------------------------------------------------------------------
 @dataclass
 class Options:
-    project_dir: Optional[Path] = None
-    profiles_dir: Optional[Path] = None
-    flow_run_name: Optional[str] = None
+    project_dir: Path | None = None
+    profiles_dir: Path | None = None
+    flow_run_name: str | None = None
     tags: list[str] = field(default_factory=list)
     no_assets: bool = False
     include_compiled_code: bool = False
@@ -106,7 +107,7 @@ def _make_command(dbt_command: tuple[str, ...]):
     def command(
         ctx: typer.Context,
         project_dir: Annotated[
-            Optional[Path],
+            Path | None,
             typer.Option(
                 "--project-dir",
                 envvar="DBT_PROJECT_DIR",
@@ -117,7 +118,7 @@ def _make_command(dbt_command: tuple[str, ...]):
             ),
         ] = None,
         profiles_dir: Annotated[
-            Optional[Path],
+            Path | None,
             typer.Option(
                 "--profiles-dir",
                 envvar="DBT_PROFILES_DIR",
@@ -128,7 +129,7 @@ def _make_command(dbt_command: tuple[str, ...]):
             ),
         ] = None,
         flow_run_name: Annotated[
-            Optional[str],
+            str | None,
             typer.Option(
                 "--flow-run-name",
                 metavar="NAME",
@@ -137,17 +138,28 @@ def _make_command(dbt_command: tuple[str, ...]):
             ),
         ] = None,
         tag: Annotated[
-            Optional[list[str]],
-            typer.Option("--tag", metavar="TAG", rich_help_panel=_PANEL, help="A tag for the flow run and its task runs; repeatable."),
+            list[str] | None,
+            typer.Option(
+                "--tag",
+                metavar="TAG",
+                rich_help_panel=_PANEL,
+                help="A tag for the flow run and its task runs; repeatable.",
+            ),
         ] = None,
         no_assets: Annotated[
             bool,
-            typer.Option("--no-assets", rich_help_panel=_PANEL, help="Do not record seeds, models and snapshots as Prefect assets."),
+            typer.Option(
+                "--no-assets",
+                rich_help_panel=_PANEL,
+                help="Do not record seeds, models and snapshots as Prefect assets.",
+            ),
         ] = False,
         include_compiled_code: Annotated[
             bool,
             typer.Option(
-                "--include-compiled-code", rich_help_panel=_PANEL, help="Add each model's compiled SQL to its asset's description."
+                "--include-compiled-code",
+                rich_help_panel=_PANEL,
+                help="Add each model's compiled SQL to its asset's description.",
             ),
         ] = False,
         no_raise: Annotated[
@@ -177,7 +189,9 @@ def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
 
-        typer.echo(f"dbt-prefect {version('dbt-prefect')} (dbt-core {version('dbt-core')}, prefect {version('prefect')})")
+        typer.echo(
+            f"dbt-prefect {version('dbt-prefect')} (dbt-core {version('dbt-core')}, prefect {version('prefect')})"
+        )
         raise typer.Exit()
 
 
@@ -226,7 +240,7 @@ def main() -> None:
 
 
 # -- running a command ---------------------------------------------------------------
-def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Context] = None) -> int:
+def run_command(args: Sequence[str], options: Options, ctx: typer.Context | None = None) -> int:
     """Run ``dbt <args>`` in a Prefect flow with live progress; return the exit code."""
     # Prefect first: it sets up console logging only if nothing else has (importing dbt
     # adds a plain stderr handler to the root logger).
@@ -284,7 +298,7 @@ def run_command(args: Sequence[str], options: Options, ctx: Optional[typer.Conte
     return code
 
 
-def _make_flow(project: str, settings: Any, options: Options, display: "ProgressDisplay", outcome: CommandOutcome) -> Any:
+def _make_flow(project: str, settings: Any, options: Options, display: ProgressDisplay, outcome: CommandOutcome) -> Any:
     from prefect import flow
     from prefect.context import FlowRunContext
 
@@ -321,7 +335,7 @@ def _make_flow(project: str, settings: Any, options: Options, display: "Progress
     )
 
 
-def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profiles_dir: Path) -> Optional[str]:
+def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profiles_dir: Path) -> str | None:
     """dbt's own complaint about the flags (unknown flag, bad value), before any flow run exists."""
     import click
     from dbt.cli.main import cli
@@ -340,7 +354,11 @@ def dbt_usage_error(args: Sequence[str], command: str, project_dir: Path, profil
                 ctx = group.make_context(name, list(rest), parent=ctx)
                 rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
     except click.UsageError as exc:
-        if isinstance(exc, click.BadParameter) and exc.param is not None and exc.param.name in ("project_dir", "profiles_dir"):
+        if (
+            isinstance(exc, click.BadParameter)
+            and exc.param is not None
+            and exc.param.name in ("project_dir", "profiles_dir")
+        ):
             return None  # the runner reports these, with the fix
         message = exc.format_message().strip()
         if not message.endswith((".", "!", "?")):

@@ -12,7 +12,8 @@ import queue
 import sys
 import threading
 import time
-from typing import Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -40,7 +41,7 @@ def live_terminal() -> bool:
 
 
 @contextlib.contextmanager
-def console_logs_to(display: "ProgressDisplay") -> Iterator[None]:
+def console_logs_to(display: ProgressDisplay) -> Iterator[None]:
     """Prefect's console handler would print every dbt line under the progress display.
 
     While the command runs, those lines only go to the Prefect API (the flow run's logs)
@@ -67,7 +68,7 @@ def console_logs_to(display: "ProgressDisplay") -> Iterator[None]:
 class _DisplayLogHandler(logging.Handler):
     _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
-    def __init__(self, display: "ProgressDisplay") -> None:
+    def __init__(self, display: ProgressDisplay) -> None:
         super().__init__(logging.WARNING)
         self._display = display
 
@@ -113,21 +114,19 @@ class ProgressDisplay:
     counts several times a second.
     """
 
-    def __init__(
-        self, command: str, project: str, live: bool, translator: Optional[DbtPrefectTranslator] = None
-    ) -> None:
+    def __init__(self, command: str, project: str, live: bool, translator: DbtPrefectTranslator | None = None) -> None:
         self.command = command
         self.project = project
         self.live = live
         self.translator = translator if translator is not None else DbtPrefectTranslator()
-        self.flow_run_name: Optional[str] = None
-        self.total: Optional[int] = None
+        self.flow_run_name: str | None = None
+        self.total: int | None = None
         self.done = 0
         self.counts = dict.fromkeys(SUMMARY_BUCKETS, 0)
         self.running: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._started = time.monotonic()
         self._finished = False
         self.succeeded = False  # set before the display stops: ✓ or ✗ on the last frame
@@ -154,11 +153,10 @@ class ProgressDisplay:
         self.line(f"Running dbt {self.command} of project {self.project} in Prefect flow run '{flow_run_name}'")
 
     # -- lifecycle -------------------------------------------------------------------
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
 
         self._started = time.monotonic()
         if self.live:
-
             self.console = Console(file=sys.stdout, highlight=False)
             self._spinner = Spinner("dots", style="cyan")
             self._live = Live(
@@ -201,9 +199,8 @@ class ProgressDisplay:
             except Exception:
                 pass  # the display must never disturb the run
 
-    def _print(self, text: str, style: Optional[str] = None) -> None:
+    def _print(self, text: str, style: str | None = None) -> None:
         if self.live:
-
             self._live.console.print(Text(text, style=style or ""))
         else:
             print(text, flush=True)
@@ -262,7 +259,12 @@ class ProgressDisplay:
         bar = Table.grid(padding=(0, 2))
         shown_total = max(total or 0, done) or None
         bar.add_row(
-            ProgressBar(total=float(shown_total) if shown_total else None, completed=done, width=40, pulse=shown_total is None and not finished),
+            ProgressBar(
+                total=float(shown_total) if shown_total else None,
+                completed=done,
+                width=40,
+                pulse=shown_total is None and not finished,
+            ),
             Text(f"{done}/{shown_total if shown_total else '?'} nodes"),
             Text(f"{elapsed // 60}:{elapsed % 60:02d}", style="cyan"),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import httpx
 from prefect.settings import get_current_settings
@@ -25,10 +25,10 @@ class CommandOutcome:
     flow_run: Any = None
     runner: Any = None
     result: Any = None
-    error: Optional[BaseException] = None  # raised by invoke()
-    engine_error: Optional[BaseException] = None  # raised by Prefect around the flow
+    error: BaseException | None = None  # raised by invoke()
+    engine_error: BaseException | None = None  # raised by Prefect around the flow
     state: Any = None
-    started: Optional[float] = None  # when dbt started, inside the flow run
+    started: float | None = None  # when dbt started, inside the flow run
 
 
 def exit_code(outcome: CommandOutcome) -> int:
@@ -67,7 +67,9 @@ def _plural(n: int, word: str) -> str:
 _HEADINGS = {"fail": "Failure in", "warn": "Warning in", "partial success": "Partial success in"}
 
 
-def summary_lines(report: Any, outcome: CommandOutcome, project: str, code: int, elapsed: float) -> list[tuple[str, str]]:
+def summary_lines(
+    report: Any, outcome: CommandOutcome, project: str, code: int, elapsed: float
+) -> list[tuple[str, str]]:
     """The closing summary, like dbt's, as (text, style) lines."""
     lines: list[tuple[str, str]] = [("", "")]
     error = outcome.error or outcome.engine_error
@@ -81,7 +83,10 @@ def summary_lines(report: Any, outcome: CommandOutcome, project: str, code: int,
         else:
             lines.append((f"Finished dbt {report.command}{' of' + nodes if nodes else ''} in {elapsed:.1f}s.", ""))
         if failures:
-            lines += [("", ""), (f"Completed with {_plural(len(failures), 'error')} and {_plural(len(warnings), 'warning')}:", "red")]
+            lines += [
+                ("", ""),
+                (f"Completed with {_plural(len(failures), 'error')} and {_plural(len(warnings), 'warning')}:", "red"),
+            ]
         elif warnings:
             lines += [("", ""), (f"Completed with {_plural(len(warnings), 'warning')}:", "yellow")]
         elif code == EXIT_SUCCESS:
@@ -127,7 +132,9 @@ def _error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def print_summary(display: ProgressDisplay, outcome: CommandOutcome, command: str, project: str, elapsed: float, code: int) -> None:
+def print_summary(
+    display: ProgressDisplay, outcome: CommandOutcome, command: str, project: str, elapsed: float, code: int
+) -> None:
     report = report_of(outcome, command, project)
     lines = summary_lines(report, outcome, project, code, elapsed)
     if display.live:
@@ -141,7 +148,7 @@ def print_error(message: str) -> None:
     print(f"Error: {message}", file=sys.stderr, flush=True)
 
 
-def flow_run_url(flow_run_id: Any) -> Optional[str]:
+def flow_run_url(flow_run_id: Any) -> str | None:
     """The flow run's page in the Prefect UI, when the configured server serves one."""
     try:
         settings = get_current_settings()

@@ -6,7 +6,8 @@ defaults follow the official prefect-dbt integration, so switching keeps asset h
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from prefect.assets import Asset, AssetProperties
@@ -17,7 +18,7 @@ from dbt_prefect.model.nodes import DbtNode, NodeCatalog
 MATERIALIZED_BY = "dbt"
 
 
-def node_asset(node: DbtNode, catalog: NodeCatalog, compiled_code: Optional[str] = None) -> Asset:
+def node_asset(node: DbtNode, catalog: NodeCatalog, compiled_code: str | None = None) -> Asset:
     """The Prefect asset of a node that is one (``node.asset_key`` is set)."""
     assert node.asset_key, "only relations are assets"
     properties = catalog.translator.asset_properties(node, compiled_code)

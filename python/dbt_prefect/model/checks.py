@@ -12,7 +12,7 @@ translator's ``checked_assets``:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from dbt_prefect.model.nodes import DbtNode
 
@@ -20,7 +20,7 @@ CHECK_EVENT_PREFIX = "dbt_prefect.asset.check."
 TEST_RESOURCE_TYPES = frozenset({"test", "unit_test"})
 
 
-def check_payload(test: DbtNode, status: str, message: Optional[str], failures: Optional[int]) -> dict[str, Any]:
+def check_payload(test: DbtNode, status: str, message: str | None, failures: int | None) -> dict[str, Any]:
     return {
         "test_name": test.name,
         "unique_id": test.unique_id,

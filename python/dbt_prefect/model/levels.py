@@ -30,7 +30,6 @@ _NAME_TO_DBT: dict[str, str] = {
 }
 
 
-
 def to_dbt_level(value: object) -> str:
     """Normalise a dbt or Python level (name, EventLevel or int) to a dbt level name.
 
@@ -51,8 +50,7 @@ def to_dbt_level(value: object) -> str:
         return _NAME_TO_DBT[name]
     except KeyError:
         raise ValueError(
-            f"unknown log level {raw!r}: use one of debug, info, warn, error, none "
-            "(or a Python level such as WARNING)"
+            f"unknown log level {raw!r}: use one of debug, info, warn, error, none (or a Python level such as WARNING)"
         ) from None
 
 

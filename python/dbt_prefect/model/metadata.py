@@ -10,8 +10,9 @@ that event. Column descriptions are added here, from the manifest.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 
 class MalformedRecord(ValueError):
@@ -23,8 +24,8 @@ class WarehouseMetadata:
     """What collect_metadata read for one relation; None where it was not collected."""
 
     unique_id: str
-    row_count: Optional[int] = None
-    columns: Optional[tuple[tuple[str, str], ...]] = None  # (name, data_type), in order
+    row_count: int | None = None
+    columns: tuple[tuple[str, str], ...] | None = None  # (name, data_type), in order
 
 
 def parse_metadata_record(text: str) -> WarehouseMetadata:
@@ -39,10 +40,11 @@ def parse_metadata_record(text: str) -> WarehouseMetadata:
     if row_count is not None and (isinstance(row_count, bool) or not isinstance(row_count, int) or row_count < 0):
         raise MalformedRecord(f"row_count must be a count, got {row_count!r}")
     columns = data.get("columns")
-    parsed_columns: Optional[tuple[tuple[str, str], ...]] = None
+    parsed_columns: tuple[tuple[str, str], ...] | None = None
     if columns is not None:
         if not isinstance(columns, list) or not all(
-            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("data_type"), str) for c in columns
+            isinstance(c, dict) and isinstance(c.get("name"), str) and isinstance(c.get("data_type"), str)
+            for c in columns
         ):
             raise MalformedRecord("columns must be a list of {name, data_type}")
         parsed_columns = tuple((c["name"], c["data_type"]) for c in columns)

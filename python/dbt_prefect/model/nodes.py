@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
@@ -47,22 +48,22 @@ class DbtNode:
     unique_id: str
     name: str
     resource_type: str
-    materialized: Optional[str] = None
-    relation_name: Optional[str] = None
-    database: Optional[str] = None
-    schema: Optional[str] = None
-    alias: Optional[str] = None
-    original_file_path: Optional[str] = None
+    materialized: str | None = None
+    relation_name: str | None = None
+    database: str | None = None
+    schema: str | None = None
+    alias: str | None = None
+    original_file_path: str | None = None
     description: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
     prefect_config: Mapping[str, Any] = field(default_factory=lambda: dict(PREFECT_CONFIG_DEFAULTS))
     depends_on: tuple[str, ...] = ()
     # The model a test or unit test checks, when dbt records one.
-    attached_node: Optional[str] = None
+    attached_node: str | None = None
     # Set by NodeCatalog through the translator: the task run's name, and the asset key
     # of a node that is an asset.
     task_run_name: str = ""
-    asset_key: Optional[str] = None
+    asset_key: str | None = None
 
     @property
     def is_ephemeral(self) -> bool:
@@ -94,11 +95,11 @@ class FinishedNode:
     node: DbtNode
     status: str
     message: str
-    task_run_id: Optional[uuid.UUID]
+    task_run_id: uuid.UUID | None
     node_info: Any
     run_result: Any
     # Row count and columns collect_metadata read from the warehouse, when it ran.
-    metadata: Optional[WarehouseMetadata] = None
+    metadata: WarehouseMetadata | None = None
 
 
 def merge_prefect_config(*layers: Any) -> dict[str, Any]:
@@ -180,12 +181,12 @@ def _struct_to_dict(struct: Any) -> dict[str, Any]:
 class NodeCatalog:
     """DbtNode records for one invocation, built from dbt's Manifest the first time each is asked for."""
 
-    def __init__(self, manifest: Any = None, translator: Optional[DbtPrefectTranslator] = None) -> None:
+    def __init__(self, manifest: Any = None, translator: DbtPrefectTranslator | None = None) -> None:
         self._manifest = manifest
         self.translator = translator if translator is not None else DbtPrefectTranslator()
         # Filled by dbt's plugin hook once dbt has parsed (see _compat/dbt_plugin.py).
         self.manifest_source: Any = None
-        self._nodes: dict[str, Optional[DbtNode]] = {}
+        self._nodes: dict[str, DbtNode | None] = {}
 
     @property
     def manifest(self) -> Any:
@@ -194,7 +195,7 @@ class NodeCatalog:
         return self._manifest
 
     @property
-    def adapter_type(self) -> Optional[str]:
+    def adapter_type(self) -> str | None:
         metadata = getattr(self.manifest, "metadata", None)
         return getattr(metadata, "adapter_type", None)
 
@@ -208,7 +209,7 @@ class NodeCatalog:
                 return entry
         return None
 
-    def get(self, unique_id: str) -> Optional[DbtNode]:
+    def get(self, unique_id: str) -> DbtNode | None:
         try:
             return self._nodes[unique_id]
         except KeyError:

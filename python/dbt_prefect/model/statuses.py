@@ -9,8 +9,9 @@ Prefect state, the asset-check outcome and the wording of the failure summary.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING
 
 from prefect.client.schemas.objects import StateType
 from prefect.states import Completed, Failed, State
@@ -42,8 +43,8 @@ class StatusInfo:
     outcome: Outcome
     bucket: str  # one of SUMMARY_BUCKETS
     label: str  # the word dbt prints for the node: OK, PASS, FAIL, ...
-    check: Optional[str]  # a test's asset-check outcome: passed, warned, failed
-    failure_verb: Optional[str]  # "Model orders <verb> with message ..."
+    check: str | None  # a test's asset-check outcome: passed, warned, failed
+    failure_verb: str | None  # "Model orders <verb> with message ..."
     # A test verdict (pass, warn, fail) carries its failing-row count; an error does not.
     has_failure_count: bool = False
 
@@ -56,9 +57,7 @@ class StatusInfo:
         return self.outcome is Outcome.SKIPPED
 
 
-def _info(
-    status: str, outcome: Outcome, bucket: str, label: str, check: Optional[str], verb: Optional[str]
-) -> StatusInfo:
+def _info(status: str, outcome: Outcome, bucket: str, label: str, check: str | None, verb: str | None) -> StatusInfo:
     return StatusInfo(status, outcome, bucket, label, check, verb, has_failure_count=status in ("pass", "warn", "fail"))
 
 
@@ -111,7 +110,7 @@ def summary_line(counts: dict[str, int]) -> str:
     return " ".join(f"{bucket}={counts.get(bucket, 0)}" for bucket in (*SUMMARY_BUCKETS, "TOTAL"))
 
 
-def prefect_state(status: str, message: Optional[str], timestamp: float) -> State:
+def prefect_state(status: str, message: str | None, timestamp: float) -> State:
     """The terminal Prefect state of a node that ended with a dbt status."""
     when = utc_datetime(timestamp)
     info = classify(status)
@@ -129,7 +128,7 @@ def prefect_state(status: str, message: Optional[str], timestamp: float) -> Stat
     return Completed(name=status.title() if status else "Completed", message=message, timestamp=when)
 
 
-def skip_reason(parents: Iterable[DbtNode], status_of: Callable[[str], Optional[str]]) -> str:
+def skip_reason(parents: Iterable[DbtNode], status_of: Callable[[str], str | None]) -> str:
     """Why dbt skipped a node, from the dbt statuses of what decides whether it runs (its
     parents, and in an orchestrated build the tests that gate it): ``status_of(unique_id)``,
     None if unknown."""

@@ -10,7 +10,8 @@ workers, so a subclass must be importable there (define it in a module, not in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prefect.types.names import MAX_ASSET_KEY_LENGTH, RESTRICTED_ASSET_CHARACTERS
 
@@ -41,7 +42,7 @@ def asset_name(relation_name: str) -> str:
     return relation_name.replace('"', "").replace("`", "")
 
 
-def asset_description(description: str, compiled_code: Optional[str] = None) -> Optional[str]:
+def asset_description(description: str, compiled_code: str | None = None) -> str | None:
     """The dbt description, with the compiled SQL appended if asked and if it fits; code
     that does not fit is left out whole, with a note, rather than cut mid-statement."""
     base = description or ""
@@ -94,7 +95,7 @@ class DbtPrefectTranslator:
         assert node.relation_name, "only relations are assets"
         return default_asset_key(adapter_type, node.relation_name)
 
-    def asset_properties(self, node: DbtNode, compiled_code: Optional[str] = None) -> dict[str, Any]:
+    def asset_properties(self, node: DbtNode, compiled_code: str | None = None) -> dict[str, Any]:
         """The asset's ``name``, ``description`` (compiled code appended when asked for) and ``owners``."""
         properties: dict[str, Any] = {"name": asset_name(node.relation_name or node.name)}
         description = asset_description(node.description, compiled_code)

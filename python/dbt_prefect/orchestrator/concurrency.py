@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Union
+from typing import Any
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
@@ -19,7 +20,7 @@ from dbt_prefect.errors import OrchestratorUsageError
 _logger = logging.getLogger("dbt_prefect")
 
 
-def check_concurrency_limit(concurrency: Union[int, str, None]) -> None:
+def check_concurrency_limit(concurrency: int | str | None) -> None:
     """A named limit must exist before anything runs."""
     if not isinstance(concurrency, str):
         return
@@ -34,14 +35,16 @@ def check_concurrency_limit(concurrency: Union[int, str, None]) -> None:
 
 
 @contextmanager
-def concurrency_limit(concurrency: Union[int, str, None], flow_run_id: Any) -> Iterator[Optional[str]]:
+def concurrency_limit(concurrency: int | str | None, flow_run_id: Any) -> Iterator[str | None]:
     """The name of the limit the node tasks take slots of, for the duration of the build."""
     if concurrency is None or isinstance(concurrency, str):
         yield concurrency
         return
     name = f"dbt-prefect-orchestrator-{flow_run_id}-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
-        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=int(concurrency), active=True))
+        client.create_global_concurrency_limit(
+            GlobalConcurrencyLimitCreate(name=name, limit=int(concurrency), active=True)
+        )
     try:
         yield name
     finally:

@@ -18,8 +18,9 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -84,17 +85,17 @@ class PrefectDbtOrchestrator:
 
     def __init__(
         self,
-        settings: Optional[PrefectDbtSettings] = None,
+        settings: PrefectDbtSettings | None = None,
         retries: int = 0,
-        retry_delay_seconds: Union[float, list[float]] = 0,
-        concurrency: Union[int, str, None] = None,
+        retry_delay_seconds: float | list[float] = 0,
+        concurrency: int | str | None = None,
         test_strategy: str = "immediate",
         raise_on_failure: bool = True,
         include_compiled_code: bool = False,
         disable_assets: bool = False,
         ship_project: bool = False,
         record_timeout_seconds: float = 60.0,
-        translator: Optional[DbtPrefectTranslator] = None,
+        translator: DbtPrefectTranslator | None = None,
     ) -> None:
         if test_strategy not in TEST_STRATEGIES:
             raise OrchestratorUsageError(
@@ -116,16 +117,16 @@ class PrefectDbtOrchestrator:
         self.ship_project = ship_project
         self.record_timeout_seconds = record_timeout_seconds
         self.translator = translator if translator is not None else DbtPrefectTranslator()
-        self.last_plan: Optional[BuildPlan] = None
+        self.last_plan: BuildPlan | None = None
 
     # -- public ----------------------------------------------------------------------
     def run_build(
         self,
-        select: Union[str, Sequence[str], None] = None,
-        exclude: Union[str, Sequence[str], None] = None,
+        select: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
         full_refresh: bool = False,
-        target: Optional[str] = None,
-        vars: Optional[dict[str, Any]] = None,
+        target: str | None = None,
+        vars: dict[str, Any] | None = None,
     ) -> BuildResult:
         """Plan the build, run every node as a task, wait for all of them; return the results."""
         flow_ctx = FlowRunContext.get()
@@ -146,7 +147,9 @@ class PrefectDbtOrchestrator:
         flow_logger = get_run_logger()
         flow_logger.info(
             "Orchestrating %d dbt nodes on %s (tests: %s)",
-            len(plan.nodes), type(flow_ctx.task_runner).__name__, self.test_strategy,
+            len(plan.nodes),
+            type(flow_ctx.task_runner).__name__,
+            self.test_strategy,
         )
         with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(
@@ -171,7 +174,8 @@ class PrefectDbtOrchestrator:
             counts[r.status] = counts.get(r.status, 0) + 1
         flow_logger.info(
             "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
-            len(result.results), time.time() - started,
+            len(result.results),
+            time.time() - started,
             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
         )
         if not result.success and self.raise_on_failure:
@@ -203,7 +207,7 @@ class PrefectDbtOrchestrator:
         )
 
     def _submit(
-        self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions, start_hooks: Optional[Any] = None
+        self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions, start_hooks: Any | None = None
     ) -> dict[str, Any]:
         allow_failure = AllowFailure
         futures: dict[str, Any] = {}
@@ -268,5 +272,3 @@ def _dask_client(task_runner: Any) -> Any:
         return task_runner.client
     except Exception:
         return None
-
-

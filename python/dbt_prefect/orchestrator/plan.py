@@ -10,8 +10,9 @@ parents), and the tests placed by the test strategy:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from dbt_prefect.errors import OrchestratorUsageError
 

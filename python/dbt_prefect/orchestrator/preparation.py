@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
@@ -40,8 +41,8 @@ def prepare_build(
     select: Any,
     exclude: Any,
     full_refresh: bool,
-    target: Optional[str],
-    vars_text: Optional[str],
+    target: str | None,
+    vars_text: str | None,
 ) -> tuple[ProjectSpec, BuildPlan, NodeCatalog]:
     """Parse the project once, let dbt resolve the selection, and plan the DAG; return what
     every node task needs (the ProjectSpec), the plan, and the catalog of node records."""

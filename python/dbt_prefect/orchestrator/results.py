@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
@@ -18,7 +19,7 @@ class NodeResult(NodeOutcome):
     dbt's RunResult where the failure summary reads it (``node``, ``status``, ``message``)."""
 
     node: Any = None  # the DbtNode record (a HookRecord for hooks)
-    task_run_id: Optional[uuid.UUID] = None
+    task_run_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -47,11 +48,11 @@ class BuildResult:
 
     success: bool
     results: list[NodeResult] = field(default_factory=list)
-    exception: Optional[BaseException] = None
+    exception: BaseException | None = None
     hook_results: list[NodeResult] = field(default_factory=list)
 
     @property
-    def result(self) -> "BuildResult":
+    def result(self) -> BuildResult:
         # dbtRunnerResult.result.results: failures.summarise_failures reads it that way.
         return self
 
@@ -78,13 +79,13 @@ class AllowFailure(_prefect_allow_failure):
     _field_defaults: dict[str, Any] = {}
 
     @classmethod
-    def _make(cls, iterable: Iterable[Any]) -> "AllowFailure":
+    def _make(cls, iterable: Iterable[Any]) -> AllowFailure:
         return cls(*iterable)
 
     def _asdict(self) -> dict[str, Any]:
         return {"value": self[0]}
 
-    def _replace(self, **changes: Any) -> "AllowFailure":
+    def _replace(self, **changes: Any) -> AllowFailure:
         return type(self)(changes.get("value", self[0]))
 
     def __getnewargs__(self) -> tuple[Any]:

@@ -18,9 +18,11 @@ import socket
 import tarfile
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager, Mapping, Optional, Sequence
+from typing import Any
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
@@ -43,7 +45,7 @@ class SecretEnv:
 
     __slots__ = ("_values",)
 
-    def __init__(self, values: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
         self._values = dict(values or {})
 
     def items(self) -> Any:
@@ -71,13 +73,13 @@ class ProjectSpec:
     project_dir: str  # where the project is on a shared path; unused when `archive` is set
     profiles_text: str  # the rendered profiles.yml: secrets are env_var() references
     secret_env: SecretEnv = field(default_factory=SecretEnv)
-    target: Optional[str] = None
-    vars_text: Optional[str] = None
+    target: str | None = None
+    vars_text: str | None = None
     full_refresh: bool = False
     log_level: str = "info"  # dbt's level for the node's log lines in Prefect
-    archive: Optional[bytes] = None  # the project as a .tar.gz, when it is shipped with the task
+    archive: bytes | None = None  # the project as a .tar.gz, when it is shipped with the task
     # Names and keys on the worker (pickled with the spec; None: the defaults).
-    translator: Optional[DbtPrefectTranslator] = None
+    translator: DbtPrefectTranslator | None = None
 
     def __repr__(self) -> str:
         shipped = f", archive={len(self.archive)} bytes" if self.archive else ""
@@ -86,7 +88,15 @@ class ProjectSpec:
 
 class WarmProject:
     __slots__ = (
-        "spec_key", "project_dir", "profiles_dir", "target_path", "manifest", "catalog", "session", "hooks", "_tmp",
+        "spec_key",
+        "project_dir",
+        "profiles_dir",
+        "target_path",
+        "manifest",
+        "catalog",
+        "session",
+        "hooks",
+        "_tmp",
     )
 
     def __init__(self, spec_key: str, project_dir: Path, profiles_dir: Path, target_path: Path, tmp: Path) -> None:
@@ -117,7 +127,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def secret_environment(secret_env: SecretEnv) -> ContextManager[None]:
+def secret_environment(secret_env: SecretEnv) -> AbstractContextManager[None]:
     """The secret env vars, set only while dbt runs (as profiles.resolved_profiles does)."""
     return temporary_environ(dict(secret_env.items()))
 
@@ -136,10 +146,14 @@ def _write_private(path: Path, text: str) -> None:
 
 def common_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     args = [
-        "--project-dir", str(project.project_dir),
-        "--profiles-dir", str(project.profiles_dir),
-        "--target-path", str(project.target_path),
-        "--log-path", str(project.target_path / "logs"),
+        "--project-dir",
+        str(project.project_dir),
+        "--profiles-dir",
+        str(project.profiles_dir),
+        "--target-path",
+        str(project.target_path),
+        "--log-path",
+        str(project.target_path / "logs"),
     ]
     if spec.target:
         args += ["--target", spec.target]
@@ -148,7 +162,7 @@ def common_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     return args
 
 
-def warm_project(spec: ProjectSpec) -> tuple[WarmProject, Optional[float]]:
+def warm_project(spec: ProjectSpec) -> tuple[WarmProject, float | None]:
     """This process's parsed copy of the project; parsed on first use. Call with the lock held."""
     project = _CACHE.get(spec.key)
     if project is not None:
@@ -206,7 +220,15 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, Optional[float]]:
 def _session_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     # No manifest.json/run_results.json per node; no relation-cache warm-up of the whole
     # project: the materializations list a schema when they first need it.
-    return [*common_args(spec, project), "--no-write-json", "--no-populate-cache", "--threads", "1", "--log-level", "none"]
+    return [
+        *common_args(spec, project),
+        "--no-write-json",
+        "--no-populate-cache",
+        "--threads",
+        "1",
+        "--log-level",
+        "none",
+    ]
 
 
 def _open_session(spec: ProjectSpec, project: WarmProject) -> Any:
@@ -219,7 +241,9 @@ def _open_session(spec: ProjectSpec, project: WarmProject) -> Any:
             _FALLBACK_LOGGED.add(reason)
             _logger.warning(
                 "dbt-prefect: no warm dbt session on worker %s (%s); nodes run through dbtRunner, "
-                "paying dbt's per-command set-up each", worker_name(), reason,
+                "paying dbt's per-command set-up each",
+                worker_name(),
+                reason,
             )
         return None
     return session

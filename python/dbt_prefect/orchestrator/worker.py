@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from dbt.cli.main import dbtRunner
 from prefect.concurrency.sync import concurrency
@@ -77,7 +78,7 @@ class NodeOutcome:
     ran_from: float = 0.0
     ran_to: float = 0.0
     # Seconds this task spent preparing the project on a cold worker (parse), else None.
-    cold_start_seconds: Optional[float] = None
+    cold_start_seconds: float | None = None
     # Whether dbt ran the node in the worker's warm session rather than through dbtRunner.
     warm_session: bool = False
     asset_event_ids: tuple[Any, ...] = ()
@@ -103,7 +104,7 @@ class _NodeLog:
         self.scrub = scrub
         self.node_info: Any = None
         self.run_result: Any = None
-        self.metadata: Optional[WarehouseMetadata] = None  # what the package's collect_metadata() read
+        self.metadata: WarehouseMetadata | None = None  # what the package's collect_metadata() read
 
     def __call__(self, msg: Any) -> None:
         if msg.info.name in JINJA_LOG_EVENTS and msg.info.msg.startswith(RECORD_PREFIX):
@@ -129,7 +130,9 @@ class _NodeLog:
         try:
             metadata = package_record(text)
         except MalformedRecord as exc:
-            self.logger.warning(self.scrub(f"dbt-prefect ignored a malformed metadata record ({exc})"), extra=self.extra)
+            self.logger.warning(
+                self.scrub(f"dbt-prefect ignored a malformed metadata record ({exc})"), extra=self.extra
+            )
             return
         if metadata is not None and metadata.unique_id == self.unique_id:
             self.metadata = metadata
@@ -139,17 +142,17 @@ class _NodeLog:
 class NodeOptions:
     """Per-build options of the node tasks (not secret, small)."""
 
-    concurrency_limit: Optional[str] = None
+    concurrency_limit: str | None = None
     include_compiled_code: bool = False
     disable_assets: bool = False
     # One id per run_build: a warm session trusts its relation cache for one build only.
-    build_id: Optional[str] = None
+    build_id: str | None = None
 
 
 def _upstream_outcomes(upstream: Sequence[Any], unique_ids: Sequence[str]) -> list[NodeOutcome]:
     """The parents' outcomes; anything else (an exception from a parent that crashed) counts as an error."""
     outcomes = []
-    for unique_id, value in zip(unique_ids, upstream):
+    for unique_id, value in zip(unique_ids, upstream, strict=True):
         if isinstance(value, NodeOutcome):
             outcomes.append(value)
         else:
@@ -179,7 +182,7 @@ def run_node(
     started = time.time()
     parents = _upstream_outcomes(upstream, upstream_ids)
     blocked = [p for p in parents if is_failure(p.status) or classify(p.status).skipped]
-    cold: Optional[float] = None
+    cold: float | None = None
     outcome = NodeOutcome(unique_id=unique_id, status=ERROR, worker=worker_name(), started=started)
 
     scrub = scrubber(spec.secret_env.values)
@@ -221,7 +224,9 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
             hooks = {u: n for u, n in project.hooks.items() if hook_type in (getattr(n, "tags", None) or ())}
             results = []
             for outcome in _upstream_outcomes(upstream, upstream_ids):
-                node = project.manifest.nodes.get(outcome.unique_id) or project.manifest.unit_tests.get(outcome.unique_id)
+                node = project.manifest.nodes.get(outcome.unique_id) or project.manifest.unit_tests.get(
+                    outcome.unique_id
+                )
                 if node is not None:
                     results.append(run_result(node, outcome.status, outcome.message, outcome.execution_time))
             threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
@@ -237,7 +242,7 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
 
 
 @contextmanager
-def _concurrency_slot(limit_name: Optional[str]) -> Iterator[None]:
+def _concurrency_slot(limit_name: str | None) -> Iterator[None]:
     if not limit_name:
         yield
         return
@@ -286,8 +291,13 @@ def _warm_path(project: WarmProject, unique_id: str) -> bool:
 
 
 def _run_in_session(
-    spec: ProjectSpec, project: WarmProject, unique_id: str, options: NodeOptions, scrub: Any,
-    outcome: NodeOutcome, node_log: "_NodeLog",
+    spec: ProjectSpec,
+    project: WarmProject,
+    unique_id: str,
+    options: NodeOptions,
+    scrub: Any,
+    outcome: NodeOutcome,
+    node_log: _NodeLog,
 ) -> None:
     outcome.ran_from = time.time()
     with secret_environment(spec.secret_env):
@@ -299,7 +309,7 @@ def _run_in_session(
 
 
 def _run_with_dbt_runner(
-    spec: ProjectSpec, project: WarmProject, entry: Any, scrub: Scrub, outcome: NodeOutcome, node_log: "_NodeLog"
+    spec: ProjectSpec, project: WarmProject, entry: Any, scrub: Scrub, outcome: NodeOutcome, node_log: _NodeLog
 ) -> None:
     """The fallback: a one-node dbt command on the parsed manifest (dbt's per-command set-up each time)."""
     unique_id = entry.unique_id

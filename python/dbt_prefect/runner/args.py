@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import click
 from dbt.cli.main import cli
@@ -28,7 +29,7 @@ class DbtInvocation:
     command: str  # e.g. "build", "source freshness", "docs generate"
     flags: dict[str, str] = field(default_factory=dict)
 
-    def given(self, name: str, kwargs: dict[str, Any]) -> Optional[Any]:
+    def given(self, name: str, kwargs: dict[str, Any]) -> Any | None:
         """A setting given as a flag or an invoke() kwarg; kwargs win, as in dbtRunner."""
         if name in kwargs and kwargs[name] is not None:
             return kwargs[name]
@@ -66,9 +67,7 @@ def parse_invocation(args: Sequence[str]) -> DbtInvocation:
     args = tuple(args)
     names = _command_path(args)
     if not names:
-        raise DbtArgumentsError(
-            "invoke() was given no dbt command: pass one, e.g. invoke(['build'])"
-        )
+        raise DbtArgumentsError("invoke() was given no dbt command: pass one, e.g. invoke(['build'])")
     flags: dict[str, str] = {}
     i = 0
     while i < len(args):

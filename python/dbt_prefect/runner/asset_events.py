@@ -10,7 +10,8 @@ becomes a check event on each asset it tests (model/checks.py).
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from prefect.assets import Asset
 from prefect.context import AssetContext
@@ -58,7 +59,7 @@ class AssetEmitter:
         # the run materialized it first (its lineage is on every child's materialization).
         self._announced: set[str] = set()
 
-    def _compiled_code(self, node: DbtNode) -> Optional[str]:
+    def _compiled_code(self, node: DbtNode) -> str | None:
         if not self.include_compiled_code:
             return None
         entry = self.catalog.manifest_entry(node.unique_id)

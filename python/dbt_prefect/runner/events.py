@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from dbt_prefect._compat.dbt import set_invocation_env_var
 from dbt_prefect.model.levels import DBT_TO_PYTHON
@@ -82,7 +83,7 @@ class RecorderQuestion:
 _HAS_NODE_INFO: dict[str, bool] = {}
 
 
-def event_unique_id(msg: Any) -> Optional[str]:
+def event_unique_id(msg: Any) -> str | None:
     """The unique_id of the node an event belongs to, or None for run-level events."""
     name = msg.info.name
     has_node_info = _HAS_NODE_INFO.get(name)
@@ -120,7 +121,7 @@ def log_event(logger: logging.Logger, extra: dict[str, Any], msg: Any, level: in
     logger.handle(record)
 
 
-def package_record(text: str) -> Optional[WarehouseMetadata]:
+def package_record(text: str) -> WarehouseMetadata | None:
     """The metadata in a ``dbt_prefect.record.`` line of the dbt package; None for a record
     kind this version does not read. Raises MalformedRecord for a metadata line it cannot read."""
     if not text.startswith(METADATA_RECORD):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 from dbt_prefect.errors import PrefectDbtRunnerFailure
 from dbt_prefect.model.statuses import classify
@@ -44,7 +45,9 @@ class OperationErrors:
             self.messages.append(msg.info.msg.removeprefix(self._PREFIX).strip())
 
 
-def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] = None, operation_name: str = "") -> list[str]:
+def failure_lines(
+    results: Iterable[Any], operation: OperationErrors | None = None, operation_name: str = ""
+) -> list[str]:
     lines = []
     for entry in results:
         verb = classify(getattr(entry, "status", "")).failure_verb
@@ -55,7 +58,9 @@ def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] =
             message = (getattr(entry, "message", None) or "").strip() or "; ".join(operation.messages)
             lines.append(f'Operation {operation_name} {verb} with message: "{message}"')
             continue
-        resource_type = str(getattr(getattr(node, "resource_type", ""), "value", getattr(node, "resource_type", "node")))
+        resource_type = str(
+            getattr(getattr(node, "resource_type", ""), "value", getattr(node, "resource_type", "node"))
+        )
         name = getattr(node, "name", None) or getattr(node, "unique_id", "unknown node")
         source_name = getattr(node, "source_name", None)
         if resource_type == "source" and source_name:
@@ -70,8 +75,8 @@ def failure_lines(results: Iterable[Any], operation: Optional[OperationErrors] =
 
 
 def summarise_failures(
-    command: str, result: Any, operation: Optional[OperationErrors] = None, operation_name: str = ""
-) -> Optional[PrefectDbtRunnerFailure]:
+    command: str, result: Any, operation: OperationErrors | None = None, operation_name: str = ""
+) -> PrefectDbtRunnerFailure | None:
     """The exception to raise for a result with failed nodes, or None when none failed."""
     lines = failure_lines(node_results(result), operation, operation_name)
     if not lines:

@@ -7,8 +7,8 @@ Used by the runner, the orchestrator's planning and its workers, and the CLI.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from dbt_prefect.errors import (
     DbtArgumentsError,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
@@ -47,7 +47,9 @@ def wait_until_recorded(task_run_ids: Sequence[uuid.UUID], event_ids: Sequence[u
         delay = 0.05
         while True:
             for batch in _batches(sorted(pending_runs), _TASK_RUN_BATCH):
-                runs = client.read_task_runs(task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=len(batch))
+                runs = client.read_task_runs(
+                    task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=batch)), limit=len(batch)
+                )
                 pending_runs.difference_update(run.id for run in runs if run.state is not None and run.state.is_final())
             still_missing: list[uuid.UUID] = []
             for chunk in _batches(pending_events, _EVENT_BATCH):

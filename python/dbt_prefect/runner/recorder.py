@@ -18,7 +18,8 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from prefect.client.schemas.objects import TaskRun, TaskRunPolicy, TaskRunResult
 from prefect.states import Crashed, Running, State
@@ -52,7 +53,6 @@ _logger = logging.getLogger("dbt_prefect")
 RUNNING_STATE_DELAY = 1.0
 
 
-
 class _NodeRun:
     __slots__ = ("node", "task_run", "last_event", "log_extra", "started")
 
@@ -70,18 +70,18 @@ class RunRecorder:
     def __init__(
         self,
         *,
-        target: Optional[RunTarget],
+        target: RunTarget | None,
         catalog: NodeCatalog,
         threshold: int,
         scrub: Callable[[str], str] = lambda text: text,
-        on_node_finished: Optional[Callable[["FinishedNode", Optional[State]], None]] = None,
+        on_node_finished: Callable[[FinishedNode, State | None], None] | None = None,
     ) -> None:
         self.target = target
         self.catalog = catalog
         self.threshold = threshold
         self._scrub = scrub
         self._on_node_finished = on_node_finished
-        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.forward = self._queue.put
         self._open: dict[str, _NodeRun] = {}
         # Started nodes whose Running state is not sent yet, oldest first (see RUNNING_STATE_DELAY).
@@ -90,8 +90,8 @@ class RunRecorder:
         self.finished: dict[str, FinishedNode] = {}
         self.task_run_ids: list[uuid.UUID] = []
         self._metadata: dict[str, WarehouseMetadata] = {}
-        self._saved_env: Optional[tuple[str, Optional[str]]] = None
-        self._thread: Optional[threading.Thread] = None
+        self._saved_env: tuple[str, str | None] | None = None
+        self._thread: threading.Thread | None = None
         self._handler_error_logged = False
         self._run_logger, self._run_extra = self._run_level_logger()
         self._task_logger = logging.getLogger("prefect.task_runs")
@@ -199,7 +199,7 @@ class RunRecorder:
         status = result.status
         message = self._scrub(result.message)
         run = self._open.pop(node.unique_id, None)
-        state: Optional[State] = None
+        state: State | None = None
         if classify(status).skipped:
             message = self._skip_reason(node) or message
         if run is not None:
@@ -230,7 +230,7 @@ class RunRecorder:
         if metadata is not None:
             self._metadata[metadata.unique_id] = metadata
 
-    def _warn(self, unique_id: Optional[str], text: str) -> None:
+    def _warn(self, unique_id: str | None, text: str) -> None:
         run = self._open.get(unique_id) if unique_id else None
         logger, extra = (self._task_logger, run.log_extra) if run is not None else (self._run_logger, self._run_extra)
         logger.warning(self._scrub(text), extra=extra)
@@ -258,7 +258,9 @@ class RunRecorder:
 
     def _skip_reason(self, node: DbtNode) -> str:
         finished = self.finished
-        return skip_reason(self.catalog.parents(node), lambda unique_id: getattr(finished.get(unique_id), "status", None))
+        return skip_reason(
+            self.catalog.parents(node), lambda unique_id: getattr(finished.get(unique_id), "status", None)
+        )
 
     # -- task runs -------------------------------------------------------------------
     def _new_task_run(self, node: DbtNode, timestamp: float) -> TaskRun:
@@ -288,7 +290,7 @@ class RunRecorder:
             updated=created,
         )
 
-    def _open_or_finished_id(self, unique_id: str) -> Optional[uuid.UUID]:
+    def _open_or_finished_id(self, unique_id: str) -> uuid.UUID | None:
         run = self._open.get(unique_id)
         if run is not None:
             return run.task_run.id

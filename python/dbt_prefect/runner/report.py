@@ -19,9 +19,10 @@ import json
 import logging
 import re
 import shlex
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 from google.protobuf.json_format import MessageToDict
@@ -34,9 +35,7 @@ from dbt_prefect.runner.failures import result_statuses
 _logger = logging.getLogger("dbt_prefect")
 
 # Commands that run no dbt node: they get no report.
-NO_REPORT_COMMANDS = frozenset(
-    {"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"}
-)
+NO_REPORT_COMMANDS = frozenset({"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"})
 
 SLOWEST = 10
 # The markdown lists at most this many nodes; the table artifact always has all of them.
@@ -75,10 +74,10 @@ class NodeReport:
     resource_type: str
     status: str
     message: str = ""
-    duration: Optional[float] = None  # seconds; None for nodes dbt skipped
-    rows_affected: Optional[int] = None
-    asset_key: Optional[str] = None
-    path: Optional[str] = None
+    duration: float | None = None  # seconds; None for nodes dbt skipped
+    rows_affected: int | None = None
+    asset_key: str | None = None
+    path: str | None = None
     task_run_id: Any = None
     task_run_name: str = ""
 
@@ -144,7 +143,7 @@ class RunReport:
 _TYPE_ORDER = {"seed": 0, "source": 1, "snapshot": 2, "model": 3, "test": 4, "unit_test": 5}
 
 
-def _rows_affected(run_result: Any) -> Optional[int]:
+def _rows_affected(run_result: Any) -> int | None:
     response = getattr(run_result, "adapter_response", None)
     if not response:
         return None
@@ -169,7 +168,7 @@ def build_report(
     args: Sequence[str] = (),
     with_asset_keys: bool = True,
     scrub: Callable[[str], str] = lambda text: text,
-    error: Optional[BaseException] = None,
+    error: BaseException | None = None,
     dbt_statuses: Sequence[str] = (),
 ) -> RunReport:
     """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode).
@@ -220,7 +219,7 @@ def _cell(text: Any) -> str:
     return value.replace("|", "\\|")
 
 
-def _seconds(value: Optional[float]) -> str:
+def _seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
@@ -265,7 +264,9 @@ def render_markdown(report: RunReport) -> str:
         for n in report.nodes[:MAX_MARKDOWN_NODES]:
             rows = "" if n.rows_affected is None else str(n.rows_affected)
             asset = f"`{_cell(n.asset_key)}`" if n.asset_key else ""
-            lines.append(f"| {_cell(n.name)} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} | {asset} |")
+            lines.append(
+                f"| {_cell(n.name)} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} | {asset} |"
+            )
         hidden = len(report.nodes) - MAX_MARKDOWN_NODES
         if hidden > 0:
             lines += ["", f"… and {hidden} more nodes: see the table artifact `{report.table_key}`."]
@@ -331,7 +332,7 @@ def publish_run_report(
     scrub: Callable[[str], str] = lambda text: text,
     client: Any = None,
     dbt_result: Any = None,
-) -> Optional[RunReport]:
+) -> RunReport | None:
     """The runner's single entry point: build the report of one invocation and publish it.
 
     Never raises: a report that cannot be written is logged, and dbt's result stands.

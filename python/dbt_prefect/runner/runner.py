@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 from prefect.client.orchestration import SyncPrefectClient
@@ -48,13 +49,13 @@ class PrefectDbtRunner:
     def __init__(
         self,
         manifest: Any = None,
-        settings: Optional[PrefectDbtSettings] = None,
+        settings: PrefectDbtSettings | None = None,
         raise_on_failure: bool = True,
         client: Any = None,
         include_compiled_code: bool = False,
         disable_assets: bool = False,
         create_summary_artifact: bool = True,
-        translator: Optional[DbtPrefectTranslator] = None,
+        translator: DbtPrefectTranslator | None = None,
     ) -> None:
         self.manifest = manifest
         self.settings = settings if settings is not None else PrefectDbtSettings()
@@ -69,8 +70,8 @@ class PrefectDbtRunner:
         # How long invoke() waits for the server to show every task run it recorded.
         self.record_timeout_seconds = 60.0
         # The last invoke's recorder and run report, for the CLI's summary.
-        self.last_recorder: Optional[RunRecorder] = None
-        self.last_report: Optional[RunReport] = None
+        self.last_recorder: RunRecorder | None = None
+        self.last_report: RunReport | None = None
 
     # -- public ----------------------------------------------------------------------
     def invoke(self, args: Sequence[str], **kwargs: Any) -> Any:
@@ -109,8 +110,8 @@ class PrefectDbtRunner:
         profiles_dir: Path,
         target_path: Any,
         dbt_level: str,
-        profiles: Optional[ResolvedProfiles],
-    ) -> Optional[dbtRunnerResult]:
+        profiles: ResolvedProfiles | None,
+    ) -> dbtRunnerResult | None:
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
         scrub = scrubber(profiles.secret_values if profiles is not None else ())
@@ -145,7 +146,9 @@ class PrefectDbtRunner:
         try:
             with capture_manifest() as slot:
                 catalog.manifest_source = slot
-                runner = dbtRunner(manifest=self.manifest, callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks])
+                runner = dbtRunner(
+                    manifest=self.manifest, callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks]
+                )
                 result = runner.invoke(dbt_args, **dbt_kwargs)
         except BaseException:
             dbt_raised = True
@@ -189,9 +192,7 @@ class PrefectDbtRunner:
             failure = summarise_failures(invocation.command, result, operation_errors, _operation_name(invocation))
             if failure is not None:
                 raise failure
-            raise DbtCommandFailed(
-                f"dbt command '{invocation.command}' did not succeed; dbt's log above says why"
-            )
+            raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
         return result
 
 
@@ -237,5 +238,3 @@ def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
             status = getattr(entry, "status", "")
             statuses[unique_id] = (str(getattr(status, "value", status)), getattr(entry, "message", "") or "")
     return statuses
-
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from prefect.context import FlowRunContext, TaskRunContext
 
@@ -17,7 +17,7 @@ class RunTarget:
     parent_task_run: Any = None
 
     @classmethod
-    def current(cls) -> Optional["RunTarget"]:
+    def current(cls) -> RunTarget | None:
         task_ctx = TaskRunContext.get()
         flow_ctx = FlowRunContext.get()
         if flow_ctx is None or flow_ctx.flow_run is None:
