@@ -17,6 +17,7 @@ _LAZY_EXPORTS = {
     "PrefectDbtOrchestrator": "dbt_prefect.orchestrator.orchestrator",
     "PrefectDbtSettings": "dbt_prefect.settings",
     "DbtPrefectTranslator": "dbt_prefect.model.translator",
+    "DbtHookContext": "dbt_prefect.runner.hooks",
     "DbtNode": "dbt_prefect.model.nodes",
     "DbtPrefectError": "dbt_prefect.errors",
     "DbtProjectNotFound": "dbt_prefect.errors",
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from dbt_prefect.model.nodes import DbtNode  # noqa: F401
     from dbt_prefect.model.translator import DbtPrefectTranslator  # noqa: F401
     from dbt_prefect.orchestrator.orchestrator import PrefectDbtOrchestrator  # noqa: F401
+    from dbt_prefect.runner.hooks import DbtHookContext  # noqa: F401
     from dbt_prefect.runner.runner import PrefectDbtRunner  # noqa: F401
     from dbt_prefect.settings import PrefectDbtSettings  # noqa: F401
 

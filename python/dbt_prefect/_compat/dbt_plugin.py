@@ -9,6 +9,7 @@ experimental; checked against dbt-core 1.10 and 1.11. When the hook does not fir
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,22 +17,27 @@ from typing import Any
 
 from dbt.plugins.manager import dbt_hook, dbtPlugin
 
+_logger = logging.getLogger("dbt_prefect")
+
 
 class ManifestSlot:
-    """Where one invoke() receives the manifest dbt parsed for it."""
+    """Where one invoke() receives the manifest dbt parsed for it, and what its hooks'
+    selectors select in it (resolved right there, in dbt's thread, before any node runs)."""
 
-    __slots__ = ("manifest",)
+    __slots__ = ("manifest", "selectors", "selected")
 
-    def __init__(self) -> None:
+    def __init__(self, selectors: tuple[str, ...] = ()) -> None:
         self.manifest: Any = None
+        self.selectors = selectors
+        self.selected: dict[str, frozenset[str]] = {}
 
 
 _current = threading.local()
 
 
 @contextmanager
-def capture_manifest() -> Iterator[ManifestSlot]:
-    slot = ManifestSlot()
+def capture_manifest(selectors: tuple[str, ...] = ()) -> Iterator[ManifestSlot]:
+    slot = ManifestSlot(selectors)
     previous = getattr(_current, "slot", None)
     _current.slot = slot
     try:
@@ -49,4 +55,23 @@ class ManifestCapturePlugin(dbtPlugin):
         slot = getattr(_current, "slot", None)
         if slot is not None:
             slot.manifest = manifest
+            for selector in slot.selectors:
+                slot.selected[selector] = select_unique_ids(manifest, selector)
         return {}
+
+
+def select_unique_ids(manifest: Any, selector: str) -> frozenset[str]:
+    """The unique_ids a dbt selector selects in this manifest, by dbt's own selector code
+    (the graph and NodeSelector that `dbt ls` uses; internals, checked against dbt-core
+    1.10 and 1.11). Runs inside the invocation, where dbt's flags are set."""
+    try:
+        from dbt.compilation import Linker
+        from dbt.graph import Graph, NodeSelector, parse_difference
+
+        linker = Linker()
+        linker.link_graph(manifest)
+        spec = parse_difference([selector], None)
+        return frozenset(NodeSelector(Graph(linker.graph), manifest).get_selected(spec, warn_on_no_nodes=False))
+    except Exception as exc:  # a hook with a selector dbt cannot read matches nothing
+        _logger.warning("dbt-prefect could not resolve the hook selector %r, so its hooks fire for nothing: %s", selector, exc)
+        return frozenset()

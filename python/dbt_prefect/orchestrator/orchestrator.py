@@ -19,13 +19,14 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
-from prefect.futures import wait
+from prefect.futures import as_completed, wait
 from prefect.logging import get_run_logger
 
 from dbt_prefect.errors import OrchestratorUsageError
@@ -39,6 +40,7 @@ from dbt_prefect.orchestrator.results import AllowFailure, BuildResult, HookReco
 from dbt_prefect.orchestrator.warm_project import ProjectSpec
 from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome, flush_prefect, run_hooks, run_node
 from dbt_prefect.runner.failures import summarise_failures
+from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import check_project
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.settings import PrefectDbtSettings
@@ -74,7 +76,7 @@ def dbt_hooks(spec: ProjectSpec, hook_type: str, upstream: list[Any], upstream_i
 # --------------------------------------------------------------------------------------
 
 
-class PrefectDbtOrchestrator:
+class PrefectDbtOrchestrator(HookRegistration):
     """Run ``dbt build`` node by node, each node a Prefect task on the flow's task runner.
 
     Call ``run_build`` inside a flow. The flow's task runner decides where nodes run:
@@ -118,6 +120,8 @@ class PrefectDbtOrchestrator:
         self.record_timeout_seconds = record_timeout_seconds
         self.translator = translator if translator is not None else DbtPrefectTranslator()
         self.last_plan: BuildPlan | None = None
+        # Lifecycle hooks (@orchestrator.on_run_start, .post_model, .on_run_end), as the runner's.
+        self.hooks = LifecycleHooks()
 
     # -- public ----------------------------------------------------------------------
     def run_build(
@@ -141,9 +145,14 @@ class PrefectDbtOrchestrator:
         started = time.time()
 
         check_concurrency_limit(self.concurrency)
-        options = BuildOptions(self.settings, self.test_strategy, self.ship_project, self.translator)
-        spec, plan, catalog = prepare_build(options, project_dir, select, exclude, full_refresh, target, vars_text)
+        options = BuildOptions(
+            self.settings, self.test_strategy, self.ship_project, self.translator, self.hooks.selectors
+        )
+        prepared = prepare_build(options, project_dir, select, exclude, full_refresh, target, vars_text)
+        spec, plan, catalog = prepared.spec, prepared.plan, prepared.catalog
         self.last_plan = plan
+        hooks = InvocationHooks(self.hooks, self, "build", _build_args(select, exclude, full_refresh, target))
+        hooks.start(prepared.hook_selection, lambda: catalog.manifest)
         flow_logger = get_run_logger()
         flow_logger.info(
             "Orchestrating %d dbt nodes on %s (tests: %s)",
@@ -164,11 +173,14 @@ class PrefectDbtOrchestrator:
             futures = self._submit(plan, spec, node_options, hook_futures.get("on-run-start"))
             if "on-run-end" in plan.hook_types:
                 hook_futures["on-run-end"] = self._submit_hooks(spec, "on-run-end", futures)
+            if self.hooks.post_model:
+                self._post_model_hooks(hooks, plan, futures, catalog)
             wait([*futures.values(), *hook_futures.values()])
         result = self._collect(plan, futures, catalog)
         result.hook_results = [self._hook_result(name, future) for name, future in hook_futures.items()]
         result.success = result.success and not result.failed_results
         self._wait_until_recorded(flow_ctx.task_runner, {**futures, **hook_futures}, result)
+        hooks.finish(result, result.results)
         counts: dict[str, int] = {}
         for r in result.results:
             counts[r.status] = counts.get(r.status, 0) + 1
@@ -183,6 +195,17 @@ class PrefectDbtOrchestrator:
             if failure is not None:
                 raise failure
         return result
+
+    @staticmethod
+    def _post_model_hooks(
+        hooks: InvocationHooks, plan: BuildPlan, futures: dict[str, Any], catalog: NodeCatalog
+    ) -> None:
+        """Queue the post_model hooks of each model as its task finishes, in the flow's process."""
+        models = {futures[n.unique_id].task_run_id: n.unique_id for n in plan.nodes if n.resource_type == "model"}
+        for future in as_completed([futures[unique_id] for unique_id in models.values()]):
+            outcome = _outcome_of(future, models[future.task_run_id])
+            entry = catalog.manifest_entry(outcome.unique_id)
+            hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
 
     # -- execution -------------------------------------------------------------------
     def _submit_hooks(self, spec: ProjectSpec, hook_type: str, after: dict[str, Any]) -> Any:
@@ -237,15 +260,7 @@ class PrefectDbtOrchestrator:
         results: list[NodeResult] = []
         for planned in plan.nodes:
             future = futures[planned.unique_id]
-            state = future.state
-            outcome: Any = None
-            try:
-                outcome = state.result(raise_on_failure=False)
-            except Exception as exc:  # a worker that died, a result that cannot be read
-                outcome = exc
-            if not isinstance(outcome, NodeOutcome):
-                message = str(state.message or outcome or "the node task did not finish")
-                outcome = NodeOutcome(unique_id=planned.unique_id, status=ERROR, message=message)
+            outcome = _outcome_of(future, planned.unique_id)
             fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(NodeOutcome)}
             results.append(NodeResult(**fields, node=catalog.get(planned.unique_id), task_run_id=future.task_run_id))
         success = not any(is_failure(r.status) for r in results)
@@ -262,6 +277,33 @@ class PrefectDbtOrchestrator:
         task_run_ids = [f.task_run_id for f in futures.values()]
         event_ids = [e for r in result.results for e in r.asset_event_ids]
         wait_until_recorded(task_run_ids, event_ids, self.record_timeout_seconds)
+
+
+def _outcome_of(future: Any, unique_id: str = "") -> NodeOutcome:
+    """What a node task reported; a task that died or whose result cannot be read is an error."""
+    state = future.state
+    outcome: Any = None
+    try:
+        outcome = state.result(raise_on_failure=False)
+    except Exception as exc:  # a worker that died, a result that cannot be read
+        outcome = exc
+    if isinstance(outcome, NodeOutcome):
+        return outcome
+    message = str(state.message or outcome or "the node task did not finish")
+    return NodeOutcome(unique_id=unique_id, status=ERROR, message=message)
+
+
+def _build_args(select: Any, exclude: Any, full_refresh: bool, target: str | None) -> tuple[str, ...]:
+    """The dbt command line the build stands for, as hooks see it in ``ctx.args``."""
+    args = ["build"]
+    for flag, value in (("--select", select), ("--exclude", exclude)):
+        if value:
+            args += [flag, *([value] if isinstance(value, str) else list(value))]
+    if full_refresh:
+        args.append("--full-refresh")
+    if target:
+        args += ["--target", target]
+    return tuple(args)
 
 
 def _dask_client(task_runner: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from dbt_prefect.runner.args import parse_invocation
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, translate_dbt_exception
 from dbt_prefect.settings import PrefectDbtSettings
 
+_logger = logging.getLogger("dbt_prefect")
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -33,6 +36,17 @@ class BuildOptions:
     test_strategy: str
     ship_project: bool
     translator: DbtPrefectTranslator
+    # The select= of the orchestrator's lifecycle hooks, resolved by dbt against the build's manifest.
+    hook_selectors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreparedBuild:
+    spec: ProjectSpec
+    plan: BuildPlan
+    catalog: NodeCatalog
+    # Per hook selector, the unique_ids dbt selects with it.
+    hook_selection: Mapping[str, frozenset[str]]
 
 
 def prepare_build(
@@ -43,7 +57,7 @@ def prepare_build(
     full_refresh: bool,
     target: str | None,
     vars_text: str | None,
-) -> tuple[ProjectSpec, BuildPlan, NodeCatalog]:
+) -> PreparedBuild:
     """Parse the project once, let dbt resolve the selection, and plan the DAG; return what
     every node task needs (the ProjectSpec), the plan, and the catalog of node records."""
     settings = options.settings
@@ -74,6 +88,10 @@ def prepare_build(
                 if value:
                     ls_args += [flag, *([value] if isinstance(value, str) else list(value))]
             listed = dbtRunner(manifest=manifest).invoke(ls_args, log_level="none")
+            hook_selection = {
+                selector: _list_selected(manifest, [*args, "--resource-type", "all"], selector)
+                for selector in options.hook_selectors
+            }
             if listed.exception is not None or not listed.success:
                 raise translate_dbt_exception(
                     listed.exception or RuntimeError("dbt ls did not succeed"), invocation, project_dir, profiles_dir
@@ -109,7 +127,17 @@ def prepare_build(
         archive=archive,
         translator=options.translator,
     )
-    return spec, plan, catalog
+    return PreparedBuild(spec, plan, catalog, hook_selection)
+
+
+def _list_selected(manifest: Manifest, args: list[str], selector: str) -> frozenset[str]:
+    """What ``dbt ls --select <selector>`` lists on the parsed manifest (no second parse)."""
+    ls_args = ["ls", *args, "--select", selector, "--output", "json", "--output-keys", "unique_id"]
+    listed = dbtRunner(manifest=manifest).invoke(ls_args, log_level="none")
+    if not listed.success or not isinstance(listed.result, list):
+        _logger.warning("dbt could not resolve the hook selector %r, so its hooks fire for nothing", selector)
+        return frozenset()
+    return frozenset(json.loads(line)["unique_id"] for line in listed.result)
 
 
 def _stable_secret_names(rendered: str, secret_env: Mapping[str, str]) -> tuple[str, SecretEnv]:

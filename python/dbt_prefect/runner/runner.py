@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
+from google.protobuf.json_format import MessageToDict
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.states import State
 
 from dbt_prefect._compat.dbt_plugin import capture_manifest
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.levels import python_level, to_dbt_level
-from dbt_prefect.model.nodes import NodeCatalog
+from dbt_prefect.model.nodes import FinishedNode, NodeCatalog
 from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.profiles.resolve import ResolvedProfiles, resolved_profiles
 from dbt_prefect.runner.args import DbtInvocation, parse_invocation
 from dbt_prefect.runner.asset_events import AssetEmitter
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, summarise_failures
+from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
@@ -38,7 +41,7 @@ _NO_PROFILE_COMMANDS = frozenset({"init", "deps", "clean"})
 _MANAGED_FLAGS = ("--project-dir", "--profiles-dir", "--target-path", "--log-level")
 
 
-class PrefectDbtRunner:
+class PrefectDbtRunner(HookRegistration):
     """Run dbt commands with each executed node reflected as a Prefect task run.
 
     The arguments of ``invoke`` are dbtRunner's. Inside a flow or task, every node dbt
@@ -72,6 +75,8 @@ class PrefectDbtRunner:
         # The last invoke's recorder and run report, for the CLI's summary.
         self.last_recorder: RunRecorder | None = None
         self.last_report: RunReport | None = None
+        # Lifecycle hooks (@runner.on_run_start, @runner.post_model, @runner.on_run_end).
+        self.hooks = LifecycleHooks()
 
     # -- public ----------------------------------------------------------------------
     def invoke(self, args: Sequence[str], **kwargs: Any) -> Any:
@@ -91,14 +96,19 @@ class PrefectDbtRunner:
             operation_errors = OperationErrors()
             kwargs = {**kwargs, "callbacks": [*(kwargs.get("callbacks") or []), operation_errors]}
 
+        hooks = InvocationHooks(self.hooks, self, invocation.command, invocation.args) if self.hooks else None
         with DBT_INVOCATION_LOCK:
             if top_command in _NO_PROFILE_COMMANDS:
-                result = self._run_dbt(invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None)
+                result = self._run_dbt(
+                    invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None, hooks
+                )
             else:
                 with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
                     result = self._run_dbt(
-                        invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles
+                        invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles, hooks
                     )
+        if hooks is not None:
+            hooks.finish(result, node_results(result))
         return self._outcome(invocation, result, project_dir, profiles_dir, operation_errors)
 
     # -- internals -------------------------------------------------------------------
@@ -111,6 +121,7 @@ class PrefectDbtRunner:
         target_path: Any,
         dbt_level: str,
         profiles: ResolvedProfiles | None,
+        hooks: InvocationHooks | None,
     ) -> dbtRunnerResult | None:
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
@@ -124,7 +135,7 @@ class PrefectDbtRunner:
             catalog=catalog,
             threshold=threshold,
             scrub=scrub,
-            on_node_finished=emitter.node_finished if emitter is not None else None,
+            on_node_finished=_node_finished_listener(emitter, hooks, catalog),
         )
         # Paths go on the command line: dbt validates its path defaults while parsing,
         # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
@@ -144,8 +155,10 @@ class PrefectDbtRunner:
         dbt_raised = False
         recorder.start()
         try:
-            with capture_manifest() as slot:
+            with capture_manifest(hooks.selectors if hooks is not None else ()) as slot:
                 catalog.manifest_source = slot
+                if hooks is not None:
+                    hooks.start(slot.selected, lambda: catalog.manifest)
                 runner = dbtRunner(
                     manifest=self.manifest, callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks]
                 )
@@ -155,6 +168,8 @@ class PrefectDbtRunner:
             raise
         finally:
             recorder.stop()
+            if hooks is not None:
+                hooks.models_done()
             if result is not None and getattr(result, "exception", None) is not None:
                 dbt_raised = True
             recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
@@ -194,6 +209,29 @@ class PrefectDbtRunner:
                 raise failure
             raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
         return result
+
+
+def _node_finished_listener(
+    emitter: AssetEmitter | None, hooks: InvocationHooks | None, catalog: NodeCatalog
+) -> Callable[[FinishedNode, State | None], None] | None:
+    """What the recorder calls when a node finished: asset events, then post_model hooks."""
+    if hooks is None:
+        return emitter.node_finished if emitter is not None else None
+
+    def node_finished(finished: FinishedNode, state: State | None) -> None:
+        if emitter is not None:
+            emitter.node_finished(finished, state)
+        hooks.node_finished(
+            catalog.manifest_entry(finished.node.unique_id),
+            finished.status,
+            finished.message,
+            lambda: {
+                "node_info": MessageToDict(finished.node_info, preserving_proto_field_name=True),
+                "run_result": MessageToDict(finished.run_result, preserving_proto_field_name=True),
+            },
+        )
+
+    return node_finished
 
 
 def _operation_name(invocation: DbtInvocation) -> str:
