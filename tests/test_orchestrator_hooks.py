@@ -3,12 +3,13 @@ first node and after the last, on a real dask.distributed LocalCluster and Postg
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dbt_prefect import PrefectDbtRunnerFailure
+from dbt_prefect import DbtHookContext, PrefectDbtRunnerFailure
 from support.orchestration import dask_runner, orchestrate
 from support.projects import make_small_project
 from support.prefect_api import by_name, logs, message_of, state_of, task_runs
@@ -117,3 +118,41 @@ def test_the_packages_metadata_post_hook_puts_row_counts_and_columns_on_orchestr
     # The package's on-run-end hook (run history, off by default) runs once, after the nodes.
     runs = by_name(task_runs(outcome.flow_run_id))
     assert sorted(runs) == ["model doubled", "model landed", "on-run-end", "on-run-start"]
+
+
+def test_lifecycle_hooks_fire_in_the_flow_as_on_the_runner(tmp_path: Path, postgres: Any, dask_cluster: Any) -> None:
+    project = with_hooks(make_small_project(tmp_path, postgres, "py_hooks", "py_hooks", MODELS), START_HOOKS, [])
+    postgres.drop_schemas("py_hooks_landing")
+    seen: list[DbtHookContext] = []
+    threads: list[str] = []
+
+    def register(orchestrator: Any) -> None:
+        orchestrator.on_run_start(seen.append)
+
+        @orchestrator.post_model(select="doubled")
+        def doubled_done(ctx: DbtHookContext) -> None:
+            threads.append(threading.current_thread().name)
+            seen.append(ctx)
+
+        orchestrator.post_model(select="tag:no_such_tag")(seen.append)
+
+        @orchestrator.on_run_end
+        def broken_end(ctx: DbtHookContext) -> None:
+            seen.append(ctx)
+            raise RuntimeError("end hook broke")
+
+    outcome = orchestrate(project, dask_runner(dask_cluster), register=register)
+
+    assert outcome.state.is_completed(), outcome.error
+    assert [ctx.event for ctx in seen] == ["run_start", "post_model", "run_end"]
+    start, doubled, end = seen
+    assert (start.command, start.args, start.node_ids) == ("build", ("build",), ())
+    assert start.owner is outcome.orchestrator
+    assert (doubled.node_id, doubled.status, doubled.error) == ("model.py_hooks.doubled", "success", None)
+    assert doubled.node.name == "doubled" and doubled.result["event_data"]["status"] == "success"
+    assert threads == ["dbt-prefect-hooks"]
+    assert end.status == "success" and end.result == {"success": True}
+    assert sorted(end.run_results) == ["model.py_hooks.doubled", "model.py_hooks.landed"]
+    assert end.run_results["model.py_hooks.landed"]["status"] == "success"
+    warnings = [r.message for r in logs(outcome.flow_run_id) if r.message.startswith("dbt hook ")]
+    assert [w.split(";")[0] for w in warnings] == ["dbt hook broken_end raised during run_end"]

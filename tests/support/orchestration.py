@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 
 def worker_pids(cluster: Any) -> set[int]:
@@ -24,8 +24,15 @@ class Orchestrated:
     orchestrator: Any = None
 
 
-def orchestrate(project: Path, task_runner: Any, build: Optional[dict[str, Any]] = None, **options: Any) -> Orchestrated:
-    """Run PrefectDbtOrchestrator(**options).run_build(**build) in a fresh flow run on `task_runner`."""
+def orchestrate(
+    project: Path,
+    task_runner: Any,
+    build: Optional[dict[str, Any]] = None,
+    register: Optional[Callable[[Any], None]] = None,
+    **options: Any,
+) -> Orchestrated:
+    """Run PrefectDbtOrchestrator(**options).run_build(**build) in a fresh flow run on `task_runner`;
+    `register(orchestrator)` may add lifecycle hooks first."""
     from prefect import flow
     from prefect.context import FlowRunContext
 
@@ -41,6 +48,8 @@ def orchestrate(project: Path, task_runner: Any, build: Optional[dict[str, Any]]
             settings=PrefectDbtSettings(project_dir=project, profiles_dir=project), **options
         )
         captured["orchestrator"] = orchestrator
+        if register is not None:
+            register(orchestrator)
         try:
             captured["result"] = orchestrator.run_build(**(build or {}))
         except BaseException as exc:

@@ -203,6 +203,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         """Queue the post_model hooks of each model as its task finishes, in the flow's process."""
         models = {futures[n.unique_id].task_run_id: n.unique_id for n in plan.nodes if n.resource_type == "model"}
         for future in as_completed([futures[unique_id] for unique_id in models.values()]):
+            future.wait()  # as_completed may learn of the end from the server; the outcome is the runner's
             outcome = _outcome_of(future, models[future.task_run_id])
             entry = catalog.manifest_entry(outcome.unique_id)
             hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
