@@ -23,7 +23,7 @@ from dbt_prefect.model.translator import (
     default_asset_key,
 )
 from dbt_prefect.model.nodes import NodeCatalog, PREFECT_CONFIG_DEFAULTS
-from support.prefect_api import asset_events, materializations, related_assets, state_of, task_runs, by_name
+from support.prefect_api import asset_events, events_of_flow_run, poll, materializations, related_assets, state_of, task_runs, by_name
 
 from support.projects import make_shop_copy
 
@@ -124,12 +124,42 @@ def test_lineage_follows_depends_on_through_ephemeral_models_and_from_sources(sh
     assert upstream[KEY.format("main_snapshots/customers_snapshot")] == {KEY.format("main_staging/stg_customers")}
 
 
-def test_in_a_full_build_only_the_source_is_referenced_and_only_once(shop_build: dict[str, Any]) -> None:
-    # Every model's parents were materialized earlier in the same run; their lineage is on
-    # the children's materializations, so only what the run reads without building is referenced.
-    referenced = [e for e in shop_build["events"] if e.event == "prefect.asset.referenced"]
-    assert [e.resource.id for e in referenced] == [KEY.format("payments_app/payments")]
-    source = referenced[0].resource
+def event_shape(events: list[Any]) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    """Each asset event as (name, resource, upstream assets, materialized-by): what Prefect's
+    asset graph is built from; the run-context related resources differ by construction."""
+    shapes = []
+    for event in events:
+        assets = tuple(sorted(r.id for r in event.related if r.role == "asset"))
+        by = tuple(sorted(r.id for r in event.related if r.role == "asset-materialized-by"))
+        shapes.append((event.event, event.resource.id, assets, by))
+    return sorted(shapes)
+
+
+def test_asset_events_are_those_of_prefects_own_materializing_tasks_for_the_same_graph(
+    shop_build: dict[str, Any],
+) -> None:
+    from prefect.assets import Asset, materialize
+
+    ours = [e for e in shop_build["events"] if not e.event.startswith("dbt_prefect.")]
+    graph = {key: sorted(related_assets(event)) for key, event in materializations(ours).items()}
+    assert len(graph) == 11
+
+    @flow(name="prefect-materialize-reference")
+    def reference() -> Any:
+        # One @materialize task per dbt asset, with its upstream assets as asset_deps.
+        for key, upstream in graph.items():
+            materialize(Asset(key=key), asset_deps=[Asset(key=u) for u in upstream], by="dbt")(lambda: None)()
+        return FlowRunContext.get().flow_run.id
+
+    reference_run = reference()
+    theirs = poll(lambda: asset_events(reference_run), lambda events: len(events) >= len(event_shape(ours)))
+    assert event_shape(ours) == event_shape(theirs)
+    # The source is read by one model, so it is referenced once; every model's upstream
+    # models are referenced by each of their children, as Prefect does.
+    referenced = [e.resource.id for e in ours if e.event == "prefect.asset.referenced"]
+    assert referenced.count(KEY.format("payments_app/payments")) == 1
+    assert len(referenced) == sum(len(upstream) for upstream in graph.values())
+    source = next(e.resource for e in ours if e.resource.id == KEY.format("payments_app/payments"))
     assert source["prefect.resource.name"] == "shop.payments_app.payments"
     assert json.loads(source["prefect.asset.owners"]) == ["payments-team"]
     assert source["prefect.asset.description"].startswith("One row per payment attempt")
@@ -260,6 +290,20 @@ def test_compiled_code_is_appended_to_the_description(shop_project: Path) -> Non
     assert code.endswith("\n```")
     assert '"shop"."main_raw"."raw_orders"' in code
     assert "{{" not in code
+
+
+def test_a_model_checked_by_its_unit_test_first_still_carries_its_compiled_code(shop_project: Path) -> None:
+    seen = build_in_flow(shop_project, ["build", "--select", "+customers"], include_compiled_code=True)
+    key = KEY.format("main_marts/customers")
+    checks = events_of_flow_run(seen["flow_run_id"], "dbt_prefect.asset.check.")
+    unit = next(e for e in checks if e.payload["unique_id"].startswith("unit_test.") and e.resource.id == key)
+    built = materializations(seen["events"])[key]
+    # dbt runs the unit test before the model: its check event names the asset first.
+    assert unit.occurred < built.occurred
+    assert "### Compiled code" not in unit.resource["prefect.asset.description"]
+    description = built.resource["prefect.asset.description"]
+    assert "\n\n### Compiled code\n```sql\n" in description
+    assert '"shop"."main_staging"."stg_customers"' in description
 
 
 def test_an_over_long_model_keeps_a_valid_description(shop_project: Path) -> None:

@@ -37,8 +37,14 @@ class PrefectDbtSettings(BaseSettings):
 
     project_dir: Path = Field(default_factory=Path.cwd)
     profiles_dir: Path = Field(default_factory=_default_profiles_dir)
-    target_path: Path | None = None
+    # The official default; handed to dbt only when set, so dbt_project.yml's target-path stands.
+    target_path: Path = Path("target")
     log_level: str = Field(default_factory=_default_log_level)
+
+    @property
+    def given_target_path(self) -> Path | None:
+        """target_path when it was set (argument or DBT_TARGET_PATH), else None: dbt decides."""
+        return self.target_path if "target_path" in self.model_fields_set else None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -73,5 +73,7 @@ def select_unique_ids(manifest: Any, selector: str) -> frozenset[str]:
         spec = parse_difference([selector], None)
         return frozenset(NodeSelector(Graph(linker.graph), manifest).get_selected(spec, warn_on_no_nodes=False))
     except Exception as exc:  # a hook with a selector dbt cannot read matches nothing
-        _logger.warning("dbt-prefect could not resolve the hook selector %r, so its hooks fire for nothing: %s", selector, exc)
+        _logger.warning(
+            "dbt-prefect could not resolve the hook selector %r, so its hooks fire for nothing: %s", selector, exc
+        )
         return frozenset()

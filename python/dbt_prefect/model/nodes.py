@@ -203,7 +203,8 @@ class NodeCatalog:
         manifest = self.manifest
         if manifest is None:
             return None
-        for collection in ("nodes", "sources", "unit_tests"):
+        # Exposures and saved queries run in `dbt build` too (status no-op), with upstream edges.
+        for collection in ("nodes", "sources", "unit_tests", "exposures", "saved_queries"):
             entry = getattr(manifest, collection, {}).get(unique_id)
             if entry is not None:
                 return entry

@@ -63,8 +63,8 @@ def prepare_build(
     settings = options.settings
     profiles_dir = Path(settings.profiles_dir).expanduser()
     common: list[str] = ["--project-dir", str(project_dir)]
-    if settings.target_path is not None:
-        common += ["--target-path", str(settings.target_path)]
+    if settings.given_target_path is not None:
+        common += ["--target-path", str(settings.given_target_path)]
     if target:
         common += ["--target", target]
     if vars_text:

@@ -45,14 +45,10 @@ _ACCESSOR_RE = re.compile(
 )
 
 
-
-
 class _PlaceholderError(ProfileTemplateError):
     """A placeholder could not be resolved; carries where it is."""
 
-    def __init__(
-        self, message: str, *, placeholder: str, profiles_path: Path, keypath: str
-    ) -> None:
+    def __init__(self, message: str, *, placeholder: str, profiles_path: Path, keypath: str) -> None:
         super().__init__(message)
         self.placeholder = placeholder
         self.profiles_path = profiles_path
@@ -141,7 +137,7 @@ def _parse_placeholder(raw: str, expr: str, site: _Site) -> _Placeholder:
             fix or f"write {BLOCK_SYNTAX} or {VARIABLE_SYNTAX}",
         )
 
-    rest = expr[len("prefect"):]
+    rest = expr[len("prefect") :]
     accessors: list[tuple[str, str | int]] = []  # ("name", ...) / ("index", ...) / ("key", ...)
     pos = 0
     while pos < len(rest):
@@ -167,8 +163,7 @@ def _parse_placeholder(raw: str, expr: str, site: _Site) -> _Placeholder:
     if namespace not in ("blocks", "variables"):
         close = difflib.get_close_matches(namespace, ["blocks", "variables"], n=1)
         suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-        raise malformed(f"'prefect.{namespace}' is neither 'prefect.blocks' nor "
-                        f"'prefect.variables'{suggestion}")
+        raise malformed(f"'prefect.{namespace}' is neither 'prefect.blocks' nor 'prefect.variables'{suggestion}")
 
     if namespace == "variables":
         if len(accessors) < 2 or accessors[1][0] != "name":
@@ -194,10 +189,8 @@ def _parse_placeholder(raw: str, expr: str, site: _Site) -> _Placeholder:
     for label, value in (("block type slug", type_slug), ("block document name", name)):
         if not _SLUG_RE.fullmatch(value):
             raise malformed(
-                f"{value!r} is not a valid {label} (lowercase letters, numbers and "
-                f"dashes only)",
-                f"use the exact {label}, e.g. "
-                f"{{{{ prefect.blocks.secret.my-secret }}}}",
+                f"{value!r} is not a valid {label} (lowercase letters, numbers and dashes only)",
+                f"use the exact {label}, e.g. {{{{ prefect.blocks.secret.my-secret }}}}",
             )
     return _Placeholder(raw, "blocks", type_slug, name, tuple(a[1] for a in accessors[3:]))
 
@@ -273,9 +266,7 @@ class _CachingResolver:
 
 
 class _Renderer:
-    def __init__(
-        self, resolver: Any, source_path: Path, env_var_names: Iterator[str] | None
-    ) -> None:
+    def __init__(self, resolver: Any, source_path: Path, env_var_names: Iterator[str] | None) -> None:
         self.resolver = _CachingResolver(resolver)
         self.source_path = source_path
         self.names = env_var_names or (f"{SECRET_ENV_PREFIX}{n}" for n in itertools.count(1))
@@ -342,7 +333,7 @@ class _Renderer:
                 UnknownBlockError,
                 ph.raw,
                 f"no '{ph.type_slug}' block named '{ph.name}' exists{where}{existing}",
-                f"create it (in the Prefect UI, or `<BlockClass>(...).save(\"{ph.name}\")` "
+                f'create it (in the Prefect UI, or `<BlockClass>(...).save("{ph.name}")` '
                 f"in Python) or correct the block name in profiles.yml",
             ) from None
         except VariableNotFound as exc:
@@ -352,14 +343,12 @@ class _Renderer:
                 ph.raw,
                 f"no Prefect variable named '{ph.name}' exists{where}",
                 f"create it (`prefect variable set {ph.name} <value>`, or "
-                f"Variable.set(\"{ph.name}\", ...) in Python) or correct the name in "
+                f'Variable.set("{ph.name}", ...) in Python) or correct the name in '
                 f"profiles.yml",
             ) from None
         return self._walk(root, path, owner, ph, site)
 
-    def _walk(
-        self, value: Any, path: tuple[str | int, ...], owner: str, ph: _Placeholder, site: _Site
-    ) -> Any:
+    def _walk(self, value: Any, path: tuple[str | int, ...], owner: str, ph: _Placeholder, site: _Site) -> Any:
         done: list[str | int] = []
 
         def here() -> str:
@@ -394,8 +383,7 @@ class _Renderer:
                     raise site.error(
                         UnknownFieldError,
                         ph.raw,
-                        f"{here()} is a list of {len(value)} items, so [{index}] is out of "
-                        f"range",
+                        f"{here()} is a list of {len(value)} items, so [{index}] is out of range",
                         f"use an index from 0 to {len(value) - 1}"
                         if value
                         else "put items in the list, or remove the index",
@@ -437,16 +425,14 @@ class _Renderer:
             return text
         matches = list(_PLACEHOLDER_RE.finditer(text))
         if not matches:
-            raw = text[_OPENING_RE.search(text).start():]  # type: ignore[union-attr]
+            raw = text[_OPENING_RE.search(text).start() :]  # type: ignore[union-attr]
             raise site.error(
                 MalformedPlaceholderError,
                 raw.strip(),
                 "malformed placeholder: it has no closing '}}'",
                 f"close it: {BLOCK_SYNTAX} or {VARIABLE_SYNTAX}",
             )
-        placeholders = [
-            _parse_placeholder(m.group(0), m.group(1), site) for m in matches
-        ]
+        placeholders = [_parse_placeholder(m.group(0), m.group(1), site) for m in matches]
 
         if is_key:
             for ph in placeholders:
@@ -469,7 +455,7 @@ class _Renderer:
         segments: list[tuple[str, str]] = []
         last = 0
         for m, ph in zip(matches, placeholders):
-            segments.append((text[last:m.start()], "source"))
+            segments.append((text[last : m.start()], "source"))
             value = self.lookup(ph, site)
             as_text = self.as_text(value)
             if as_text is None:
@@ -477,8 +463,7 @@ class _Renderer:
                     UnknownFieldError,
                     ph.raw,
                     "it resolves to null, which cannot be inserted into text",
-                    "give it a value in Prefect, or make the placeholder the whole YAML "
-                    "value",
+                    "give it a value in Prefect, or make the placeholder the whole YAML value",
                 )
             # Block strings (and mappings/lists rendered as JSON text) are secret;
             # numbers and booleans from blocks are inlined.
@@ -488,7 +473,7 @@ class _Renderer:
         segments.append((text[last:], "source"))
         leftover = "".join(s for s, kind in segments if kind == "source")
         if _OPENING_RE.search(leftover):
-            raw = leftover[_OPENING_RE.search(leftover).start():]  # type: ignore[union-attr]
+            raw = leftover[_OPENING_RE.search(leftover).start() :]  # type: ignore[union-attr]
             raise site.error(
                 MalformedPlaceholderError,
                 raw.strip(),
@@ -503,7 +488,7 @@ class _Renderer:
             # dbt substitutes only one secret env var per value, so merge the span from the
             # first to the last secret into one secret (plain text between them included).
             first, end = secret_positions[0], secret_positions[-1]
-            between = segments[first:end + 1]
+            between = segments[first : end + 1]
             if any(kind == "source" and _JINJA_DELIMITERS_RE.search(s) for s, kind in between):
                 raise site.error(
                     MalformedPlaceholderError,
@@ -513,7 +498,7 @@ class _Renderer:
                     "move the dbt Jinja before the first or after the last block placeholder",
                 )
             merged = "".join(s for s, _ in between)
-            segments[first:end + 1] = [(merged, "secret")]
+            segments[first : end + 1] = [(merged, "secret")]
 
         out = []
         for s, kind in segments:
@@ -530,9 +515,7 @@ class _Renderer:
         if isinstance(node, dict):
             out: dict[Any, Any] = {}
             for key, value in node.items():
-                new_key = (
-                    self.render_string(key, site, is_key=True) if isinstance(key, str) else key
-                )
+                new_key = self.render_string(key, site, is_key=True) if isinstance(key, str) else key
                 out[new_key] = self.render_tree(value, keypath + (new_key,))
             return out
         if isinstance(node, list):
@@ -544,10 +527,7 @@ class _Renderer:
 
 def _tree_has_placeholders(node: Any) -> bool:
     if isinstance(node, dict):
-        return any(
-            (isinstance(k, str) and _OPENING_RE.search(k)) or _tree_has_placeholders(v)
-            for k, v in node.items()
-        )
+        return any((isinstance(k, str) and _OPENING_RE.search(k)) or _tree_has_placeholders(v) for k, v in node.items())
     if isinstance(node, list):
         return any(_tree_has_placeholders(item) for item in node)
     return isinstance(node, str) and _OPENING_RE.search(node) is not None

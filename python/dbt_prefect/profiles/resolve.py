@@ -126,8 +126,7 @@ def _read_profiles_text(profiles_dir: Path | str) -> str:
         )
     if not path.is_file():
         raise DbtProfilesError(
-            f"profiles.yml not found in {directory} "
-            f"(set DBT_PROFILES_DIR or PrefectDbtSettings(profiles_dir=...))"
+            f"profiles.yml not found in {directory} (set DBT_PROFILES_DIR or PrefectDbtSettings(profiles_dir=...))"
         )
     try:
         return path.read_text(encoding="utf-8")
@@ -137,8 +136,7 @@ def _read_profiles_text(profiles_dir: Path | str) -> str:
         ) from None
     except OSError as exc:
         raise DbtProfilesError(
-            f"profiles.yml at {path} cannot be read ({exc.strerror or exc}); "
-            f"check its permissions"
+            f"profiles.yml at {path} cannot be read ({exc.strerror or exc}); check its permissions"
         ) from None
 
 
@@ -154,13 +152,8 @@ def _parse_profiles_text(text: str, path: Path) -> dict[str, Any]:
         if mark is not None:
             lines = text.splitlines()
             if 0 <= mark.line < len(lines) and "{{" in lines[mark.line]:
-                hint = (
-                    "quote values that contain {{ ... }}, e.g. "
-                    "target: \"{{ prefect.variables.target }}\""
-                )
-        raise DbtProfilesError(
-            f"profiles.yml at {path} is not valid YAML: {location}{problem} ({hint})"
-        ) from None
+                hint = 'quote values that contain {{ ... }}, e.g. target: "{{ prefect.variables.target }}"'
+        raise DbtProfilesError(f"profiles.yml at {path} is not valid YAML: {location}{problem} ({hint})") from None
     if data is None:
         raise DbtProfilesError(
             f"profiles.yml at {path} is empty; define at least one profile "
@@ -168,8 +161,7 @@ def _parse_profiles_text(text: str, path: Path) -> dict[str, Any]:
         )
     if not isinstance(data, dict):
         raise DbtProfilesError(
-            f"profiles.yml at {path} must be a mapping of profile names to profiles, "
-            f"not a {_type_name(data)}"
+            f"profiles.yml at {path} must be a mapping of profile names to profiles, not a {_type_name(data)}"
         )
     return data
 
@@ -245,9 +237,7 @@ class PrefectResolver:
                 detail = "check PREFECT_API_KEY and PREFECT_API_URL"
             else:
                 detail = "check the server's logs"
-            raise PrefectApiError(
-                f"{self.describe_api()} answered HTTP {status} ({detail})"
-            ) from None
+            raise PrefectApiError(f"{self.describe_api()} answered HTTP {status} ({detail})") from None
         if inspect.isawaitable(result):
             close = getattr(result, "close", None)
             if close is not None:
@@ -287,9 +277,7 @@ class PrefectResolver:
             available = sorted(d.name for d in documents if d.name and not d.is_anonymous)
         except (ObjectNotFound, PrefectApiError):
             available = None
-        raise BlockDocumentNotFound(
-            type_slug, name, available=available, where=self.describe_api()
-        )
+        raise BlockDocumentNotFound(type_slug, name, available=available, where=self.describe_api())
 
     def variable(self, name: str) -> Any:
         variable = self._call("read_variable_by_name", name=name)
@@ -313,9 +301,7 @@ class _LazyClientResolver:
                 client = self._stack.enter_context(get_client(sync_client=True))
             except (ValueError, RuntimeError) as exc:
                 # e.g. no PREFECT_API_URL with ephemeral mode disabled.
-                raise PrefectApiError(
-                    f"cannot connect to a Prefect API: {exc}", unreachable=True
-                ) from None
+                raise PrefectApiError(f"cannot connect to a Prefect API: {exc}", unreachable=True) from None
             self._resolver = PrefectResolver(client)
         return self._resolver
 
@@ -339,9 +325,7 @@ def _process_unique_env_names() -> Iterator[str]:
 
 
 @contextmanager
-def resolved_profiles(
-    profiles_dir: Path | str, *, client: Any = None
-) -> Iterator[ResolvedProfiles]:
+def resolved_profiles(profiles_dir: Path | str, *, client: Any = None) -> Iterator[ResolvedProfiles]:
     """Resolve profiles.yml placeholders for the duration of a dbt run.
 
     Without placeholders: yields `profiles_dir` as-is, no env, and never contacts Prefect.
@@ -364,12 +348,8 @@ def resolved_profiles(
         return
 
     with ExitStack() as stack:
-        resolver: Any = (
-            PrefectResolver(client) if client is not None else _LazyClientResolver(stack)
-        )
-        rendered, secret_env = _render_tree(
-            tree, source_path, resolver, _process_unique_env_names()
-        )
+        resolver: Any = PrefectResolver(client) if client is not None else _LazyClientResolver(stack)
+        rendered, secret_env = _render_tree(tree, source_path, resolver, _process_unique_env_names())
     # The client is closed before dbt starts.
 
     tmpdir = Path(tempfile.mkdtemp(prefix="dbt-prefect-profiles-"))

@@ -1,10 +1,10 @@
 """Asset events for the nodes of one run: materializations, references and checks.
 
-When a node's task run reaches its terminal state, its asset gets a
-``prefect.asset.materialization.succeeded`` or ``.failed`` event whose related resources
-are its upstream assets (its lineage), its task run and ``dbt`` as materializer. An
-upstream asset the run does not build itself is referenced once per run. A finished test
-becomes a check event on each asset it tests (model/checks.py).
+When a node's task run reaches its terminal state, its asset gets the events a Prefect
+``@materialize`` task with the same ``asset_deps`` emits: a ``prefect.asset.referenced``
+event per upstream asset, then ``prefect.asset.materialization.succeeded`` or ``.failed``
+whose related resources are its upstream assets (its lineage), ``dbt`` as materializer and
+its task run. A finished test becomes a check event on each asset it tests (checks.py).
 """
 
 from __future__ import annotations
@@ -53,11 +53,9 @@ class AssetEmitter:
         self.include_compiled_code = include_compiled_code
         self._scrub = scrub
         self.event_ids: list[uuid.UUID] = []
+        # Each asset as its own materialization described it (compiled code included), for
+        # the events that name it later as an upstream asset or a checked one.
         self._assets: dict[str, Asset] = {}
-        # Asset keys this invocation has already put on the server, by a materialization
-        # or a reference: an upstream asset is referenced once, and only if nothing in
-        # the run materialized it first (its lineage is on every child's materialization).
-        self._announced: set[str] = set()
 
     def _compiled_code(self, node: DbtNode) -> str | None:
         if not self.include_compiled_code:
@@ -67,12 +65,12 @@ class AssetEmitter:
         return self._scrub(code) if code else None
 
     def _asset_of(self, node: DbtNode) -> Asset:
-        # An upstream asset carries the same key, name and properties it has when it is
-        # materialized itself (compiled code included), computed once per invocation.
+        # An upstream asset carries the key, name and properties it has when it is
+        # materialized itself. Before that (a unit test runs before its model), it is
+        # described afresh: the model's compiled code does not exist yet.
         asset = self._assets.get(node.unique_id)
         if asset is None:
             asset = node_asset(node, self.catalog, self._compiled_code(node))
-            self._assets[node.unique_id] = asset
         return asset
 
     def _emit(self, **event: Any) -> None:
@@ -93,14 +91,13 @@ class AssetEmitter:
         event_name = _MATERIALIZATION_EVENTS.get(classify(finished.status).outcome)
         if event_name is None:
             return
-        asset = self._asset_of(node)
+        asset = node_asset(node, self.catalog, self._compiled_code(node))
+        self._assets[node.unique_id] = asset
         upstream = [self._asset_of(parent) for parent in upstream_asset_nodes(node, self.catalog)]
         for parent_asset in upstream:
-            if parent_asset.key not in self._announced:
-                self._announced.add(parent_asset.key)
-                self._emit(
-                    event="prefect.asset.referenced", resource=AssetContext.asset_as_resource(parent_asset), related=[]
-                )
+            self._emit(
+                event="prefect.asset.referenced", resource=AssetContext.asset_as_resource(parent_asset), related=[]
+            )
         related = [AssetContext.asset_as_related(parent_asset) for parent_asset in upstream]
         related.append(AssetContext.related_materialized_by(MATERIALIZED_BY))
         related.append(_task_run_resource(finished.task_run_id, node.task_run_name))
@@ -109,7 +106,6 @@ class AssetEmitter:
             payload.update(metadata_payload(finished.metadata, self.catalog.manifest_entry(node.unique_id)))
         payload = self.catalog.translator.materialization_metadata(node, payload)
         self._emit(event=event_name, resource=AssetContext.asset_as_resource(asset), related=related, payload=payload)
-        self._announced.add(asset.key)
 
     def _test_finished(self, finished: FinishedNode) -> None:
         """A dbt test or unit test as a check on each asset it tests."""

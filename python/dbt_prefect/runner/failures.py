@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dbt_prefect.errors import PrefectDbtRunnerFailure
-from dbt_prefect.model.statuses import classify
+from dbt_prefect.model.statuses import Outcome, classify
 
 
 def node_results(result: Any) -> list[Any]:
@@ -24,6 +24,16 @@ def node_results(result: Any) -> list[Any]:
 def _display_type(resource_type: str) -> str:
     words = resource_type.replace("_", " ")
     return words[:1].upper() + words[1:]
+
+
+def result_message(entry: Any) -> str:
+    """dbt's message for one result; a freshness result has none, only how stale the source is."""
+    message = (getattr(entry, "message", None) or "").strip()
+    age = getattr(entry, "age", None)
+    stale = classify(getattr(entry, "status", "")).outcome in (Outcome.FAILED, Outcome.WARNED)
+    if not message and isinstance(age, (int, float)) and stale:
+        message = f"source is stale: last loaded {age:.0f} seconds ago"
+    return message
 
 
 def result_statuses(result: Any) -> list[str]:
@@ -65,11 +75,7 @@ def failure_lines(
         source_name = getattr(node, "source_name", None)
         if resource_type == "source" and source_name:
             name = f"{source_name}.{name}"
-        message = (getattr(entry, "message", None) or "").strip()
-        age = getattr(entry, "age", None)
-        if not message and isinstance(age, (int, float)):
-            # Freshness results carry no message, only how stale the source is.
-            message = f"source is stale: last loaded {age:.0f} seconds ago"
+        message = result_message(entry)
         lines.append(f'{_display_type(resource_type or "node")} {name} {verb} with message: "{message}"')
     return lines
 

@@ -348,7 +348,11 @@ class RunRecorder:
         for unique_id, (status, message) in dbt_statuses.items():
             done = self.finished.get(unique_id)
             finished_run = self._runs.get(unique_id)
-            if done is None or finished_run is None or done.status == status:
+            if done is None or finished_run is None:
+                continue
+            # A changed status, or dbt's message where the event had none (a stale source's
+            # freshness result names its age only in the final result).
+            if done.status == status and (done.message or not message):
                 continue
             done.status = status
             done.message = self._scrub(message)

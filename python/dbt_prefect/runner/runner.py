@@ -21,7 +21,7 @@ from dbt_prefect.profiles.resolve import ResolvedProfiles, resolved_profiles
 from dbt_prefect.runner.args import DbtInvocation, parse_invocation
 from dbt_prefect.runner.asset_events import AssetEmitter
 from dbt_prefect.runner.events import DbtEventRouter
-from dbt_prefect.runner.failures import OperationErrors, node_results, summarise_failures
+from dbt_prefect.runner.failures import OperationErrors, node_results, result_message, summarise_failures
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
 from dbt_prefect.runner.readback import wait_until_recorded
@@ -84,7 +84,7 @@ class PrefectDbtRunner(HookRegistration):
         invocation = parse_invocation(args)
         project_dir = Path(invocation.given("project_dir", kwargs) or self.settings.project_dir).expanduser()
         profiles_dir = Path(invocation.given("profiles_dir", kwargs) or self.settings.profiles_dir).expanduser()
-        target_path = invocation.given("target_path", kwargs) or self.settings.target_path
+        target_path = invocation.given("target_path", kwargs) or self.settings.given_target_path
         dbt_level = to_dbt_level(invocation.given("log_level", kwargs) or self.settings.log_level)
 
         top_command = invocation.command.split(" ")[0]
@@ -274,5 +274,5 @@ def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
         unique_id = getattr(node, "unique_id", None)
         if unique_id:
             status = getattr(entry, "status", "")
-            statuses[unique_id] = (str(getattr(status, "value", status)), getattr(entry, "message", "") or "")
+            statuses[unique_id] = (str(getattr(status, "value", status)), result_message(entry))
     return statuses
