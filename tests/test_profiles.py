@@ -25,15 +25,17 @@ from dbt_common.context import set_invocation_context
 from pydantic import Field, SecretStr
 
 from dbt_prefect.errors import DbtProfilesError, ProfileTemplateError
+from dbt_prefect.profiles.placeholders import has_prefect_placeholders
 from dbt_prefect.profiles.resolve import (
-    BlockDocumentNotFound,
-    BlockTypeNotFound,
     ResolvedProfiles,
-    VariableNotFound,
-    has_prefect_placeholders,
     load_profiles_yaml,
     render_profiles_text,
     resolved_profiles,
+)
+from dbt_prefect.profiles.resolver import (
+    BlockDocumentNotFound,
+    BlockTypeNotFound,
+    VariableNotFound,
 )
 
 SOURCE = Path("/project/profiles.yml")

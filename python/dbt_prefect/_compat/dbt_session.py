@@ -1,12 +1,8 @@
-"""The orchestrator's warm per-node dbt session: dbt-core internals. Checked against
-dbt-core 1.10 and 1.11.
-
-A worker runs one node the way dbt's own ``GraphRunnableTask.call_runner`` does, without
-dbt's per-command set-up (flags, runtime config, adapter, connection): ``NodeSession``
-keeps all of it per project and process. None of it is dbt's documented programmatic API
-(``dbtRunner``); when it cannot be set up, callers fall back to ``dbtRunner``. The
-internals are imported where they are used, so that a dbt version that moved one turns
-into that fallback (WarmPathUnavailable) rather than an import error of the package.
+"""The orchestrator's warm per-node dbt session (dbt-core internals, checked against 1.10
+and 1.11): ``NodeSession`` keeps dbt's set-up (flags, runtime config, adapter, connection)
+per project and process, and runs a node as ``GraphRunnableTask.call_runner`` does. When
+it cannot be set up, callers fall back to ``dbtRunner``; the internals are imported where
+used, so a dbt version that moved one turns into that fallback (WarmPathUnavailable).
 """
 
 from __future__ import annotations

@@ -1,206 +1,55 @@
-"""Placeholder parsing and rendering for profiles.yml: pure, no file or network access.
+"""Rendering profiles.yml: walk the parsed YAML tree, resolve each placeholder, dump it.
 
-profiles.py reads the file, talks to Prefect and manages the temporary profile; this
-module turns a parsed profiles.yml tree and a resolver into rendered YAML plus the
-secret environment dbt needs.
+Pure: no file or network access. placeholders.py parses one placeholder; resolve.py reads
+the file, talks to Prefect and manages the temporary profile. This module turns a parsed
+profiles.yml tree and a resolver into rendered YAML plus the secret environment dbt needs.
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Literal, overload
 
 import yaml
 
-from dbt_prefect.errors import ProfileTemplateError
+from dbt_prefect.profiles.placeholders import (
+    BLOCK_SYNTAX,
+    OPENING_RE,
+    PLACEHOLDER_RE,
+    VARIABLE_SYNTAX,
+    KeyPath,
+    MalformedPlaceholderError,
+    Placeholder,
+    PrefectApiUnreachableError,
+    Site,
+    UnknownBlockError,
+    UnknownFieldError,
+    UnknownVariableError,
+    format_path,
+    parse_placeholder,
+)
 from dbt_prefect.profiles.resolver import (
     BlockDocumentNotFound,
     BlockTypeNotFound,
+    CachingResolver,
     PrefectApiError,
+    Resolver,
     VariableNotFound,
 )
 
 #: dbt scrubs the values of environment variables with this prefix from logs and errors.
 SECRET_ENV_PREFIX = "DBT_ENV_SECRET_PREFECT_"
 
-BLOCK_SYNTAX = "{{ prefect.blocks.<block-type-slug>.<block-document-name>[.<field>...] }}"
-VARIABLE_SYNTAX = "{{ prefect.variables.<name> }}"
-
-# Any `{{ prefect... }}` expression, up to the first `}}`. Jinja whitespace control is allowed.
-_PLACEHOLDER_RE = re.compile(r"\{\{-?\s*(prefect\b.*?)\s*-?\}\}")
-_OPENING_RE = re.compile(r"\{\{-?\s*prefect\b")
+# Where dbt's Jinja would start rendering: `{{`, `{%` or `{#`.
 _JINJA_DELIMITERS_RE = re.compile(r"\{[{%#]")
-_SLUG_RE = re.compile(r"[a-z0-9-]+")
-_VARIABLE_NAME_RE = re.compile(r"[a-z0-9_-]+")
-# One accessor after `prefect`: `.name`, `[3]`, `['key']` or `["key"]`.
-_ACCESSOR_RE = re.compile(
-    r"""\.(?P<name>[A-Za-z0-9_-]+)"""
-    r"""|\[\s*(?:(?P<index>-?\d+)|'(?P<sq>[^']*)'|"(?P<dq>[^"]*)")\s*\]"""
-)
 
 
-class _PlaceholderError(ProfileTemplateError):
-    """A placeholder could not be resolved; carries where it is."""
-
-    def __init__(self, message: str, *, placeholder: str, profiles_path: Path, keypath: str) -> None:
-        super().__init__(message)
-        self.placeholder = placeholder
-        self.profiles_path = profiles_path
-        self.keypath = keypath
-
-
-class MalformedPlaceholderError(_PlaceholderError):
-    """The placeholder does not follow the `{{ prefect.* }}` syntax."""
-
-
-class UnknownBlockError(_PlaceholderError):
-    """No block type with that slug, or no block document with that name."""
-
-
-class UnknownFieldError(_PlaceholderError):
-    """The field path does not exist in the block or variable value."""
-
-
-class UnknownVariableError(_PlaceholderError):
-    """No Prefect variable with that name."""
-
-
-class PrefectApiUnreachableError(_PlaceholderError):
-    """The Prefect API could not be reached (or refused the request)."""
-
-
-# --------------------------------------------------------------------------------------
-# profiles.yml loading
-# --------------------------------------------------------------------------------------
-
-
-def has_prefect_placeholders(text: str) -> bool:
-    """True if `text` contains a `{{ prefect...` expression (cheap; no YAML parsing)."""
-    return _OPENING_RE.search(text) is not None
-
-
-# --------------------------------------------------------------------------------------
-# Placeholder parsing
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Placeholder:
-    raw: str  # as written, e.g. "{{ prefect.variables.target }}"
-    kind: str  # "blocks" or "variables"
-    type_slug: str | None
-    name: str
-    path: tuple[str | int, ...]
-
-
-@dataclass(frozen=True)
-class _Site:
-    """Where a placeholder is: for error messages."""
-
-    source_path: Path
-    keypath: str
-
-    def error(self, cls: type[_PlaceholderError], raw: str, problem: str, fix: str):
-        where = f" (at {self.keypath})" if self.keypath else ""
-        return cls(
-            f"{raw} in {self.source_path}{where}: {problem}. Fix: {fix}.",
-            placeholder=raw,
-            profiles_path=self.source_path,
-            keypath=self.keypath,
-        )
-
-
-def _format_path(path: Iterable[str | int]) -> str:
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z0-9_-]+", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{json.dumps(part)}]"
-    return out
-
-
-def _parse_placeholder(raw: str, expr: str, site: _Site) -> _Placeholder:
-    def malformed(problem: str, fix: str | None = None) -> _PlaceholderError:
-        return site.error(
-            MalformedPlaceholderError,
-            raw,
-            f"malformed placeholder: {problem}",
-            fix or f"write {BLOCK_SYNTAX} or {VARIABLE_SYNTAX}",
-        )
-
-    rest = expr[len("prefect") :]
-    accessors: list[tuple[str, str | int]] = []  # ("name", ...) / ("index", ...) / ("key", ...)
-    pos = 0
-    while pos < len(rest):
-        m = _ACCESSOR_RE.match(rest, pos)
-        if m is None:
-            leftover = rest[pos:].strip()
-            raise malformed(
-                f"unexpected {leftover!r}; placeholders take only a dotted path with "
-                f"optional [index] parts (no filters, calls or expressions)"
-            )
-        if m.group("name") is not None:
-            accessors.append(("name", m.group("name")))
-        elif m.group("index") is not None:
-            accessors.append(("index", int(m.group("index"))))
-        else:
-            key = m.group("sq") if m.group("sq") is not None else m.group("dq")
-            accessors.append(("key", key))
-        pos = m.end()
-
-    if not accessors or accessors[0][0] != "name":
-        raise malformed("'prefect' must be followed by '.blocks.' or '.variables.'")
-    namespace = str(accessors[0][1])
-    if namespace not in ("blocks", "variables"):
-        close = difflib.get_close_matches(namespace, ["blocks", "variables"], n=1)
-        suggestion = f" (did you mean '{close[0]}'?)" if close else ""
-        raise malformed(f"'prefect.{namespace}' is neither 'prefect.blocks' nor 'prefect.variables'{suggestion}")
-
-    if namespace == "variables":
-        if len(accessors) < 2 or accessors[1][0] != "name":
-            raise malformed("it names no variable", f"write {VARIABLE_SYNTAX}")
-        name = str(accessors[1][1])
-        if not _VARIABLE_NAME_RE.fullmatch(name):
-            raise malformed(
-                f"{name!r} is not a valid Prefect variable name (lowercase letters, "
-                f"numbers, dashes and underscores only)",
-                f"use the variable's exact name, e.g. {VARIABLE_SYNTAX}",
-            )
-        return _Placeholder(raw, "variables", None, name, tuple(a[1] for a in accessors[2:]))
-
-    if len(accessors) < 2 or accessors[1][0] != "name":
-        raise malformed("it names no block type", f"write {BLOCK_SYNTAX}")
-    type_slug = str(accessors[1][1])
-    if len(accessors) < 3 or accessors[2][0] != "name":
-        raise malformed(
-            f"it names the block type '{type_slug}' but no block document",
-            f"write {{{{ prefect.blocks.{type_slug}.<block-document-name> }}}}",
-        )
-    name = str(accessors[2][1])
-    for label, value in (("block type slug", type_slug), ("block document name", name)):
-        if not _SLUG_RE.fullmatch(value):
-            raise malformed(
-                f"{value!r} is not a valid {label} (lowercase letters, numbers and dashes only)",
-                f"use the exact {label}, e.g. {{{{ prefect.blocks.secret.my-secret }}}}",
-            )
-    return _Placeholder(raw, "blocks", type_slug, name, tuple(a[1] for a in accessors[3:]))
-
-
-# --------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------
-
-
-def _type_name(value: Any) -> str:
+def type_name(value: object) -> str:
+    """A YAML value's type for error messages (never the value: it may be a secret)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -233,41 +82,11 @@ def _env_ref(name: str) -> str:
     return "{{ env_var('" + name + "') }}"
 
 
-class _CachingResolver:
-    """Reads each block and variable once per resolution."""
-
-    def __init__(self, resolver: Any) -> None:
-        self._resolver = resolver
-        self._blocks: dict[tuple[str, str], Mapping[str, Any]] = {}
-        self._variables: dict[str, Any] = {}
-
-    def block(self, type_slug: str, name: str) -> Mapping[str, Any]:
-        key = (type_slug, name)
-        if key not in self._blocks:
-            try:
-                data = self._resolver.block(type_slug, name)
-            except (BlockTypeNotFound, BlockDocumentNotFound, PrefectApiError):
-                raise
-            except KeyError:
-                raise BlockDocumentNotFound(type_slug, name) from None
-            self._blocks[key] = data if data is not None else {}
-        return self._blocks[key]
-
-    def variable(self, name: str) -> Any:
-        if name not in self._variables:
-            try:
-                value = self._resolver.variable(name)
-            except (VariableNotFound, PrefectApiError):
-                raise
-            except KeyError:
-                raise VariableNotFound(name) from None
-            self._variables[name] = value
-        return self._variables[name]
-
-
 class _Renderer:
-    def __init__(self, resolver: Any, source_path: Path, env_var_names: Iterator[str] | None) -> None:
-        self.resolver = _CachingResolver(resolver)
+    """One resolution: each lookup made once, each distinct secret given one env var."""
+
+    def __init__(self, resolver: Resolver, source_path: Path, env_var_names: Iterator[str] | None) -> None:
+        self.resolver = CachingResolver(resolver)
         self.source_path = source_path
         self.names = env_var_names or (f"{SECRET_ENV_PREFIX}{n}" for n in itertools.count(1))
         self.secret_env: dict[str, str] = {}
@@ -285,7 +104,7 @@ class _Renderer:
 
     # -- lookups -------------------------------------------------------------------
 
-    def lookup(self, ph: _Placeholder, site: _Site) -> Any:
+    def lookup(self, ph: Placeholder, site: Site) -> object:
         try:
             if ph.kind == "variables":
                 root = self.resolver.variable(ph.name)
@@ -348,15 +167,15 @@ class _Renderer:
             ) from None
         return self._walk(root, path, owner, ph, site)
 
-    def _walk(self, value: Any, path: tuple[str | int, ...], owner: str, ph: _Placeholder, site: _Site) -> Any:
+    def _walk(self, value: object, path: KeyPath, owner: str, ph: Placeholder, site: Site) -> object:
         done: list[str | int] = []
 
         def here() -> str:
-            return f"{owner} field '{_format_path(done)}'" if done else owner
+            return f"{owner} field '{format_path(done)}'" if done else owner
 
         for part in path:
             if isinstance(value, Mapping):
-                key: Any = part
+                key: str | int = part
                 if key not in value and isinstance(part, int) and str(part) in value:
                     key = str(part)
                 if key not in value:
@@ -394,15 +213,15 @@ class _Renderer:
                 raise site.error(
                     UnknownFieldError,
                     ph.raw,
-                    f"{here()} is a {_type_name(value)} and has no field '{part}'",
-                    f"end the placeholder at '{_format_path(done) or ph.name}'",
+                    f"{here()} is a {type_name(value)} and has no field '{part}'",
+                    f"end the placeholder at '{format_path(done) or ph.name}'",
                 )
             done.append(part)
         return value
 
     # -- conversion ----------------------------------------------------------------
 
-    def native(self, value: Any, secret: bool) -> Any:
+    def native(self, value: object, secret: bool) -> object:
         """A value for a whole-YAML-value placeholder (mappings and lists kept)."""
         if isinstance(value, str):
             return self.secret_ref(value) if secret else _safe_text(value)
@@ -413,26 +232,33 @@ class _Renderer:
         return value  # int, float, bool, None: inlined
 
     @staticmethod
-    def as_text(value: Any) -> str | None:
+    def as_text(value: object) -> str | None:
         if isinstance(value, str):
             return value
         if value is None:
             return None
         return json.dumps(value, separators=(",", ":"), sort_keys=False)
 
-    def render_string(self, text: str, site: _Site, *, is_key: bool = False) -> Any:
-        if not _OPENING_RE.search(text):
+    # A rendered key is always text; a whole-value placeholder keeps its native type.
+    @overload
+    def render_string(self, text: str, site: Site, *, is_key: Literal[True]) -> str: ...
+    @overload
+    def render_string(self, text: str, site: Site, *, is_key: Literal[False] = ...) -> object: ...
+
+    def render_string(self, text: str, site: Site, *, is_key: bool = False) -> object:
+        opening = OPENING_RE.search(text)
+        if opening is None:
             return text
-        matches = list(_PLACEHOLDER_RE.finditer(text))
+        matches = list(PLACEHOLDER_RE.finditer(text))
         if not matches:
-            raw = text[_OPENING_RE.search(text).start() :]  # type: ignore[union-attr]
+            raw = text[opening.start() :]
             raise site.error(
                 MalformedPlaceholderError,
                 raw.strip(),
                 "malformed placeholder: it has no closing '}}'",
                 f"close it: {BLOCK_SYNTAX} or {VARIABLE_SYNTAX}",
             )
-        placeholders = [_parse_placeholder(m.group(0), m.group(1), site) for m in matches]
+        placeholders = [parse_placeholder(m.group(0), m.group(1), site) for m in matches]
 
         if is_key:
             for ph in placeholders:
@@ -454,7 +280,7 @@ class _Renderer:
         # "source" (user's text, may hold dbt Jinja), "plain" (variable text) or "secret".
         segments: list[tuple[str, str]] = []
         last = 0
-        for m, ph in zip(matches, placeholders):
+        for m, ph in zip(matches, placeholders, strict=True):
             segments.append((text[last : m.start()], "source"))
             value = self.lookup(ph, site)
             as_text = self.as_text(value)
@@ -472,8 +298,9 @@ class _Renderer:
             last = m.end()
         segments.append((text[last:], "source"))
         leftover = "".join(s for s, kind in segments if kind == "source")
-        if _OPENING_RE.search(leftover):
-            raw = leftover[_OPENING_RE.search(leftover).start() :]  # type: ignore[union-attr]
+        opening = OPENING_RE.search(leftover)
+        if opening is not None:
+            raw = leftover[opening.start() :]
             raise site.error(
                 MalformedPlaceholderError,
                 raw.strip(),
@@ -510,10 +337,10 @@ class _Renderer:
                 out.append(self.secret_ref(s))
         return "".join(out)
 
-    def render_tree(self, node: Any, keypath: tuple[str | int, ...] = ()) -> Any:
-        site = _Site(self.source_path, _format_path(keypath))
+    def render_tree(self, node: object, keypath: KeyPath = ()) -> object:
+        site = Site(self.source_path, format_path(keypath))
         if isinstance(node, dict):
-            out: dict[Any, Any] = {}
+            out: dict[object, object] = {}
             for key, value in node.items():
                 new_key = self.render_string(key, site, is_key=True) if isinstance(key, str) else key
                 out[new_key] = self.render_tree(value, keypath + (new_key,))
@@ -525,20 +352,15 @@ class _Renderer:
         return node
 
 
-def _tree_has_placeholders(node: Any) -> bool:
-    if isinstance(node, dict):
-        return any((isinstance(k, str) and _OPENING_RE.search(k)) or _tree_has_placeholders(v) for k, v in node.items())
-    if isinstance(node, list):
-        return any(_tree_has_placeholders(item) for item in node)
-    return isinstance(node, str) and _OPENING_RE.search(node) is not None
-
-
 class _NoAliasDumper(yaml.SafeDumper):
-    def ignore_aliases(self, data: Any) -> bool:
+    """Writes a value used twice (one cached block, two placeholders) in full each time:
+    the rendered file stays plain YAML, without `&id001` anchors."""
+
+    def ignore_aliases(self, data: object) -> bool:
         return True
 
 
-def _dump(tree: Any, source_path: Path) -> str:
+def _dump(tree: object, source_path: Path) -> str:
     header = (
         f"# Rendered by dbt-prefect from {source_path}.\n"
         f"# Values from Prefect blocks are {{{{ env_var('{SECRET_ENV_PREFIX}<N>') }}}} "
@@ -555,9 +377,10 @@ def _dump(tree: Any, source_path: Path) -> str:
     return header + body
 
 
-def _render_tree(
-    tree: Any, source_path: Path, resolver: Any, env_var_names: Iterator[str] | None
+def render_tree(
+    tree: object, source_path: Path, resolver: Resolver, env_var_names: Iterator[str] | None
 ) -> tuple[str, dict[str, str]]:
+    """Render a parsed profiles.yml: the YAML text to write and the secret environment."""
     renderer = _Renderer(resolver, source_path, env_var_names)
     rendered = renderer.render_tree(tree)
     return _dump(rendered, source_path), dict(renderer.secret_env)

@@ -14,8 +14,9 @@ separately, to be set in the environment only while dbt runs; dbt scrubs the val
 `DBT_ENV_SECRET_*` variables from its logs and errors. Non-string scalars from blocks
 (ints, floats, bools, nulls) are inlined. Variable values are not secret and are inlined.
 
-This module imports Prefect lazily: dbt imports every `dbt_*` module at startup, and a
-profiles.yml without placeholders must cost nothing.
+This module imports Prefect (and httpx) lazily, inside the functions that talk to Prefect:
+dbt imports every `dbt_*` module at startup, and a profiles.yml without placeholders must
+cost nothing. It is the package's entry point and re-exports the error types.
 """
 
 from __future__ import annotations
@@ -26,28 +27,26 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import yaml
 
 from dbt_prefect.errors import DbtProfilesError
-from dbt_prefect.profiles.rendering import (
-    SECRET_ENV_PREFIX,
+from dbt_prefect.profiles.placeholders import (
     MalformedPlaceholderError,
     PrefectApiUnreachableError,
     UnknownBlockError,
     UnknownFieldError,
     UnknownVariableError,
-    _render_tree,
-    _tree_has_placeholders,
-    _type_name,
     has_prefect_placeholders,
+    tree_has_placeholders,
 )
+from dbt_prefect.profiles.rendering import SECRET_ENV_PREFIX, render_tree, type_name
 from dbt_prefect.profiles.resolver import (
     BlockDocumentNotFound,
     BlockTypeNotFound,
@@ -55,6 +54,9 @@ from dbt_prefect.profiles.resolver import (
     Resolver,
     VariableNotFound,
 )
+
+if TYPE_CHECKING:
+    from prefect.client.orchestration import SyncPrefectClient
 
 __all__ = [
     "BlockDocumentNotFound",
@@ -77,6 +79,9 @@ __all__ = [
 ]
 
 PROFILES_FILE = "profiles.yml"
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------------------
@@ -140,6 +145,7 @@ def _read_profiles_text(profiles_dir: Path | str) -> str:
         ) from None
 
 
+# Any: parsed YAML of no fixed shape, which callers index into.
 def _parse_profiles_text(text: str, path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
@@ -161,7 +167,7 @@ def _parse_profiles_text(text: str, path: Path) -> dict[str, Any]:
         )
     if not isinstance(data, dict):
         raise DbtProfilesError(
-            f"profiles.yml at {path} must be a mapping of profile names to profiles, not a {_type_name(data)}"
+            f"profiles.yml at {path} must be a mapping of profile names to profiles, not a {type_name(data)}"
         )
     return data
 
@@ -180,7 +186,7 @@ def render_profiles_text(
     text: str,
     *,
     source_path: Path,
-    resolver: Any,
+    resolver: Resolver,
     env_var_names: Iterator[str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """Resolve the `{{ prefect.* }}` placeholders in profiles.yml text.
@@ -196,9 +202,9 @@ def render_profiles_text(
     if not has_prefect_placeholders(text):
         return text, {}
     tree = _parse_profiles_text(text, source_path)
-    if not _tree_has_placeholders(tree):  # only in comments
+    if not tree_has_placeholders(tree):  # only in comments
         return text, {}
-    return _render_tree(tree, source_path, resolver, env_var_names)
+    return render_tree(tree, source_path, resolver, env_var_names)
 
 
 # --------------------------------------------------------------------------------------
@@ -209,7 +215,7 @@ def render_profiles_text(
 class PrefectResolver:
     """Reads blocks and variables through a synchronous Prefect client."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: SyncPrefectClient) -> None:
         self._client = client
 
     def describe_api(self) -> str:
@@ -219,11 +225,11 @@ class PrefectResolver:
         api_url = str(getattr(self._client, "api_url", "") or "").rstrip("/")
         return f"the Prefect API at {api_url}" if api_url else "the Prefect API"
 
-    def _call(self, method: str, /, **kwargs: Any) -> Any:
-        import httpx
+    def _call(self, method: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        import httpx  # lazy: only needed to talk to Prefect, and slow to import
 
         try:
-            result = getattr(self._client, method)(**kwargs)
+            result = method(*args, **kwargs)
         except httpx.TransportError as exc:
             raise PrefectApiError(
                 f"cannot reach {self.describe_api()} ({type(exc).__name__}: {exc}); "
@@ -248,12 +254,12 @@ class PrefectResolver:
             )
         return result
 
-    def block(self, type_slug: str, name: str) -> Mapping[str, Any]:
-        from prefect.exceptions import ObjectNotFound
+    def block(self, type_slug: str, name: str) -> Mapping[str, object]:
+        from prefect.exceptions import ObjectNotFound  # lazy: see the module docstring
 
         try:
             document = self._call(
-                "read_block_document_by_name",
+                self._client.read_block_document_by_name,
                 name=name,
                 block_type_slug=type_slug,
                 include_secrets=True,
@@ -264,13 +270,13 @@ class PrefectResolver:
             return document.data or {}
         # Not found: tell an unknown type from an unknown name (error path only).
         try:
-            self._call("read_block_type_by_slug", slug=type_slug)
+            self._call(self._client.read_block_type_by_slug, slug=type_slug)
         except ObjectNotFound:
             raise BlockTypeNotFound(type_slug, where=self.describe_api()) from None
         available: list[str] | None
         try:
             documents = self._call(
-                "read_block_documents_by_type",
+                self._client.read_block_documents_by_type,
                 block_type_slug=type_slug,
                 include_secrets=False,
             )
@@ -279,8 +285,8 @@ class PrefectResolver:
             available = None
         raise BlockDocumentNotFound(type_slug, name, available=available, where=self.describe_api())
 
-    def variable(self, name: str) -> Any:
-        variable = self._call("read_variable_by_name", name=name)
+    def variable(self, name: str) -> object:
+        variable = self._call(self._client.read_variable_by_name, name=name)
         if variable is None:
             raise VariableNotFound(name, where=self.describe_api())
         return variable.value
@@ -295,6 +301,7 @@ class _LazyClientResolver:
 
     def _get(self) -> PrefectResolver:
         if self._resolver is None:
+            # Lazy: see the module docstring.
             from prefect.client.orchestration import get_client
 
             try:
@@ -305,10 +312,10 @@ class _LazyClientResolver:
             self._resolver = PrefectResolver(client)
         return self._resolver
 
-    def block(self, type_slug: str, name: str) -> Mapping[str, Any]:
+    def block(self, type_slug: str, name: str) -> Mapping[str, object]:
         return self._get().block(type_slug, name)
 
-    def variable(self, name: str) -> Any:
+    def variable(self, name: str) -> object:
         return self._get().variable(name)
 
 
@@ -325,7 +332,9 @@ def _process_unique_env_names() -> Iterator[str]:
 
 
 @contextmanager
-def resolved_profiles(profiles_dir: Path | str, *, client: Any = None) -> Iterator[ResolvedProfiles]:
+def resolved_profiles(
+    profiles_dir: Path | str, *, client: SyncPrefectClient | None = None
+) -> Iterator[ResolvedProfiles]:
     """Resolve profiles.yml placeholders for the duration of a dbt run.
 
     Without placeholders: yields `profiles_dir` as-is, no env, and never contacts Prefect.
@@ -343,13 +352,13 @@ def resolved_profiles(profiles_dir: Path | str, *, client: Any = None) -> Iterat
     if not has_prefect_placeholders(text):
         yield ResolvedProfiles(profiles_dir)
         return
-    if not _tree_has_placeholders(tree):
+    if not tree_has_placeholders(tree):
         yield ResolvedProfiles(profiles_dir)
         return
 
     with ExitStack() as stack:
-        resolver: Any = PrefectResolver(client) if client is not None else _LazyClientResolver(stack)
-        rendered, secret_env = _render_tree(tree, source_path, resolver, _process_unique_env_names())
+        resolver: Resolver = PrefectResolver(client) if client is not None else _LazyClientResolver(stack)
+        rendered, secret_env = render_tree(tree, source_path, resolver, _process_unique_env_names())
     # The client is closed before dbt starts.
 
     tmpdir = Path(tempfile.mkdtemp(prefix="dbt-prefect-profiles-"))

@@ -1,28 +1,29 @@
 """What profiles.yml templating asks of Prefect: the resolver contract and its errors.
 
-profile_rendering.py renders placeholders through any ``Resolver``; profiles.py provides
-the one that reads Prefect blocks and variables. The errors say what was not found, so the
+rendering.py renders placeholders through any ``Resolver``; resolve.py provides the one
+that reads Prefect blocks and variables. The errors say what was not found, so the
 renderer can name it and suggest what exists.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class Resolver(Protocol):
     """Reads Prefect objects for `render_profiles_text`.
 
     `block` returns the block document's data (secrets included); `variable` returns the
-    variable's value. Raise `BlockTypeNotFound`, `BlockDocumentNotFound` or
-    `VariableNotFound` (a plain `KeyError` also works) when something does not exist, and
-    `PrefectApiError` when the API cannot answer.
+    variable's value (any JSON-like value: the renderer checks each type it meets). Raise
+    `BlockTypeNotFound`, `BlockDocumentNotFound` or `VariableNotFound` (a plain `KeyError`
+    also works) when something does not exist, and `PrefectApiError` when the API cannot
+    answer.
     """
 
-    def block(self, type_slug: str, name: str) -> Mapping[str, Any]: ...
+    def block(self, type_slug: str, name: str) -> Mapping[str, object]: ...
 
-    def variable(self, name: str) -> Any: ...
+    def variable(self, name: str) -> object: ...
 
 
 class BlockTypeNotFound(LookupError):
@@ -66,3 +67,36 @@ class PrefectApiError(Exception):
     def __init__(self, message: str, *, unreachable: bool = False) -> None:
         super().__init__(message)
         self.unreachable = unreachable
+
+
+class CachingResolver:
+    """Reads each block and variable once per resolution; a plain `KeyError` from the
+    wrapped resolver becomes the matching not-found error."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._blocks: dict[tuple[str, str], Mapping[str, object]] = {}
+        self._variables: dict[str, object] = {}
+
+    def block(self, type_slug: str, name: str) -> Mapping[str, object]:
+        key = (type_slug, name)
+        if key not in self._blocks:
+            try:
+                data = self._resolver.block(type_slug, name)
+            except (BlockTypeNotFound, BlockDocumentNotFound, PrefectApiError):
+                raise
+            except KeyError:
+                raise BlockDocumentNotFound(type_slug, name) from None
+            self._blocks[key] = data if data is not None else {}
+        return self._blocks[key]
+
+    def variable(self, name: str) -> object:
+        if name not in self._variables:
+            try:
+                value = self._resolver.variable(name)
+            except (VariableNotFound, PrefectApiError):
+                raise
+            except KeyError:
+                raise VariableNotFound(name) from None
+            self._variables[name] = value
+        return self._variables[name]
