@@ -2,7 +2,8 @@
 """Set up and run dbt-prefect's two everyday jobs, with nothing but Python 3.11+ and pip.
 
     python3 dev.py demo    # build the integration project in a Prefect flow
-    python3 dev.py test    # run the test suite
+    python3 dev.py test    # run the test suite (on the newest Prefect dbt-prefect allows)
+    python3 dev.py test-prefect38  # the core runner and asset tests on Prefect 3.8
     python3 dev.py lint    # ruff (lint and format) and mypy on python/
     python3 dev.py stop-server
 
@@ -35,19 +36,23 @@ QUIET_ENV = {
 }
 
 
-def ensure_venv() -> None:
+def ensure_venv(venv_dir: Path = VENV, *pins: str) -> Path:
+    """The venv's python, with dbt-prefect installed (and `pins`, e.g. an older Prefect)."""
     if sys.version_info < (3, 11):
         sys.exit(f"dbt-prefect needs Python 3.11 or newer; this is {sys.version.split()[0]}")
-    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == wanted and PYTHON.exists():
-        return
-    if not PYTHON.exists():
-        print(f"creating {VENV}", flush=True)
-        venv.create(VENV, with_pip=True)
-    print("installing dbt-prefect and its dependencies into .venv (about a minute the first time)", flush=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True)
-    STAMP.write_text(wanted)
+    python = venv_dir / PYTHON.relative_to(VENV)
+    stamp = venv_dir / STAMP.name
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + " ".join(pins).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted and python.exists():
+        return python
+    if not python.exists():
+        print(f"creating {venv_dir}", flush=True)
+        venv.create(venv_dir, with_pip=True)
+    print(f"installing dbt-prefect and its dependencies into {venv_dir.name} (about a minute the first time)", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]", *pins], check=True)
+    stamp.write_text(wanted)
+    return python
 
 
 def server_is_up(api_url: str) -> bool:
@@ -106,6 +111,20 @@ def test(extra: list[str]) -> int:
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
 
 
+# The oldest Prefect dbt-prefect supports, and the tests that cover the runner's contract
+# with it: task runs, states, logs, assets and events.
+PREFECT_38 = "prefect>=3.8,<3.9"
+CORE_TESTS = ["tests/unit", "tests/test_runner.py", "tests/test_assets.py"]
+
+
+def test_prefect38(extra: list[str]) -> int:
+    python = ensure_venv(ROOT / ".venv-prefect38", PREFECT_38)
+    env = {**os.environ, **QUIET_ENV}
+    version = subprocess.run([str(python), "-c", "import prefect; print(prefect.__version__)"], capture_output=True, text=True)
+    print(f"core tests on prefect {version.stdout.strip()}", flush=True)
+    return subprocess.run([str(python), "-m", "pytest", *(extra or CORE_TESTS)], cwd=ROOT, env=env).returncode
+
+
 def lint(extra: list[str]) -> int:
     ensure_venv()
     checks = [
@@ -136,7 +155,13 @@ def stop_server() -> int:
 
 
 def main() -> int:
-    commands = {"demo": demo, "test": test, "lint": lint, "stop-server": lambda extra: stop_server()}
+    commands = {
+        "demo": demo,
+        "test": test,
+        "test-prefect38": test_prefect38,
+        "lint": lint,
+        "stop-server": lambda extra: stop_server(),
+    }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2

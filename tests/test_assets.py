@@ -12,9 +12,11 @@ import pytest
 import yaml
 from dbt.cli.main import dbtRunner
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.context import FlowRunContext
 
-from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
+from dbt_prefect import DbtPrefectTranslator, PrefectDbtRunner, PrefectDbtSettings
 from dbt_prefect.model.translator import (
     MAX_DESCRIPTION_LENGTH,
     TRUNCATION_MARKER,
@@ -384,3 +386,87 @@ def test_descriptions_never_exceed_the_limit(base_length: int, code_length: int)
         assert description.endswith("```") and "### Compiled code" in description
     if base_length > MAX_DESCRIPTION_LENGTH:
         assert TRUNCATION_MARKER in description
+
+
+def test_under_fail_fast_asset_events_follow_dbts_final_result(shop_project: Path) -> None:
+    # A model slow enough to still be running when stg_products fails next to it: dbt lets
+    # it finish (it logs OK) and then reports it skipped.
+    (shop_project / "models" / "marts" / "slow_total.sql").write_text(
+        "{{ config(materialized='table') }}\n"
+        "select sum(i) as n from range(0, 400000000) t(i)\n"
+        "where exists (select 1 from {{ ref('raw_customers') }})\n"
+    )
+    (shop_project / "models" / "staging" / "stg_products.sql").write_text(
+        "select no_such_column from {{ ref('raw_products') }}\n"
+    )
+    seen = build_in_flow(shop_project, ["build", "--fail-fast", "--threads", "4"])
+    final = {r.node.unique_id: str(r.status) for r in seen["result"].result.results}
+    assert final["model.shop.stg_products"] == "error"
+    by_key = {
+        f"duckdb://{r.node.relation_name.replace(chr(34), '').replace('.', '/')}": status
+        for r in seen["result"].result.results
+        if getattr(r.node, "relation_name", None)
+        for status in [str(r.status)]
+    }
+    for event in seen["events"]:
+        if event.event.startswith("prefect.asset.materialization."):
+            outcome = event.event.rsplit(".", 1)[1]
+            assert (outcome, by_key[event.resource.id]) in {("succeeded", "success"), ("failed", "error")}, event
+    built = {e.resource.id for e in seen["events"] if e.event.startswith("prefect.asset.materialization.")}
+    assert not [key for key, status in by_key.items() if status == "skipped" and key in built]
+    assert KEY.format("main_staging/stg_products") in built
+
+
+class WarehouseKeys(DbtPrefectTranslator):
+    """A custom scheme: `warehouse://<schema>/<table>` keys and `dbt: <name>` task runs."""
+
+    def asset_key(self, node: Any, adapter_type: str) -> str:
+        return f"warehouse://{node.schema}/{node.alias}"
+
+    def task_run_name(self, node: Any) -> str:
+        return f"dbt: {node.name}"
+
+    def materialization_metadata(self, node: Any, metadata: Any) -> dict[str, Any]:
+        return {"unique_id": metadata["unique_id"], "team": "analytics"}
+
+
+def test_a_custom_translator_names_task_runs_keys_assets_lineage_and_checks(shop_project: Path) -> None:
+    seen = build_in_flow(shop_project, ["build", "--select", "+orders"], translator=WarehouseKeys())
+    assert seen["result"].success
+    runs = by_name(task_runs(seen["flow_run_id"]))
+    assert "dbt: orders" in runs and "dbt: stg_orders" in runs and "model orders" not in runs
+    built = materializations(seen["events"])
+    orders = built["warehouse://main_marts/orders"]
+    assert related_assets(orders) == {
+        "warehouse://main_staging/stg_orders",
+        "warehouse://main_staging/stg_products",
+        "warehouse://main_staging/stg_payments",
+    }
+    assert orders.payload == {"unique_id": "model.shop.orders", "team": "analytics"}
+    assert ("task-run", f"prefect.task-run.{runs['dbt: orders'].id}") in {(r.role, r.id) for r in orders.related}
+    assert all(key.startswith("warehouse://") for key in built)
+    referenced = {e.resource.id for e in seen["events"] if e.event == "prefect.asset.referenced"}
+    assert "warehouse://payments_app/payments" in referenced
+    checks = events_of_flow_run(seen["flow_run_id"], "dbt_prefect.asset.check.")
+    unique_orders = next(e for e in checks if e.payload["test_name"] == "unique_orders_order_id")
+    assert unique_orders.resource.id == "warehouse://main_marts/orders"
+    with get_client(sync_client=True) as client:
+        (report,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["dbt-shop-build"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[seen["flow_run_id"]]),
+            )
+        )
+    assert "| orders | model | success |" in report.data and "`warehouse://main_marts/orders`" in report.data
+
+
+def test_meta_prefect_asset_key_overrides_the_key_of_one_resource(shop_project: Path) -> None:
+    def override(data: dict[str, Any]) -> None:
+        model_entry(data, "orders")["config"]["meta"]["prefect"] = {"asset_key": "bigquery://analytics/marts/orders"}
+
+    edit_yaml(shop_project / "models" / "marts" / "_marts.yml", override)
+    seen = build_in_flow(shop_project, ["build", "--select", "+product_revenue"])
+    built = materializations(seen["events"])
+    assert "bigquery://analytics/marts/orders" in built
+    assert KEY.format("main_marts/orders") not in built
+    assert "bigquery://analytics/marts/orders" in related_assets(built[KEY.format("main_marts/product_revenue")])

@@ -469,3 +469,57 @@ def test_the_flow_run_link_follows_prefects_ui_url() -> None:
     # Prefect Cloud always serves its UI; the link is Prefect's own UI URL for the run.
     with temporary_settings({PREFECT_API_URL: "https://api.prefect.cloud/api/accounts/a1/workspaces/w1"}):
         assert flow_run_url(run_id) == f"https://app.prefect.cloud/account/a1/workspace/w1/runs/flow-run/{run_id}"
+
+
+# -- dbt's own closing line ------------------------------------------------------------
+EXPOSURE = """version: 2
+
+exposures:
+  - name: revenue_dashboard
+    type: dashboard
+    owner:
+      name: Finance
+      email: finance@example.com
+    depends_on:
+      - ref('orders')
+      - ref('product_revenue')
+"""
+
+
+def every_status_project(destination: Path) -> Path:
+    """The shop with a warning, an error (and so skips), a no-op exposure and its run hooks."""
+    project = make_shop_copy(destination)
+    (project / "tests" / "assert_warns.sql").write_text(
+        "{{ config(severity='warn') }}\nselect order_id from {{ ref('orders') }} where order_id = 1\n"
+    )
+    (project / "models" / "marts" / "customers.sql").write_text("select no_such_column from {{ ref('stg_orders') }}\n")
+    (project / "models" / "marts" / "_exposures.yml").write_text(EXPOSURE)
+    return project
+
+
+def dbts_done_line(project: Path) -> str:
+    """What plain dbt prints at the end of the same build: the reference."""
+    from dbt.cli.main import dbtRunner
+
+    lines: list[str] = []
+
+    def keep(event: Any) -> None:
+        if event.info.name == "StatsLine":
+            lines.append(event.info.msg)
+
+    dbtRunner(callbacks=[keep]).invoke(
+        ["build", "--project-dir", str(project), "--profiles-dir", str(project), "--log-level", "none"]
+    )
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_the_done_line_is_dbts_own_for_every_status_and_the_run_hooks(tmp_path: Path) -> None:
+    reference = dbts_done_line(every_status_project(tmp_path / "plain"))
+    for bucket in ("PASS=", "WARN=1", "ERROR=1", "NO-OP=1"):
+        assert bucket in reference, reference
+    assert "SKIP=0" not in reference
+    run = dbt_prefect(every_status_project(tmp_path / "prefect"), "build")
+    assert run.code == 1, run.stdout + run.stderr
+    done = [line for line in run.stdout.splitlines() if line.startswith("Done. ")]
+    assert done == [reference]

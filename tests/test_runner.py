@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 from prefect.context import FlowRunContext
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings, PrefectDbtRunnerFailure
@@ -422,8 +424,8 @@ def test_every_dbt_command_runs_through_invoke(shop_project: Path) -> None:
     assert {run.state_type.value for run in task_runs(flow_run_id)} <= TERMINAL
 
 
-def test_a_stale_source_freshness_failure_is_summarised_not_crashed(shop_project: Path) -> None:
-    sources = shop_project / "models" / "staging" / "_sources.yml"
+def make_payments_stale(project: Path) -> None:
+    sources = project / "models" / "staging" / "_sources.yml"
     sources.write_text(
         sources.read_text().replace(
             "warn_after: {count: 30, period: day}",
@@ -433,17 +435,42 @@ def test_a_stale_source_freshness_failure_is_summarised_not_crashed(shop_project
     import duckdb
 
     # The on-run-start hook lands the source table.
-    result = runner_for(shop_project).invoke(["seed", "--select", "raw_orders"])
+    result = runner_for(project).invoke(["seed", "--select", "raw_orders"])
     assert result.success
-    db_path = re.search(r"path: (.+)", (shop_project / "profiles.yml").read_text()).group(1).strip().strip('"')
+    db_path = re.search(r"path: (.+)", (project / "profiles.yml").read_text()).group(1).strip().strip('"')
     with duckdb.connect(db_path) as con:
         con.execute("update payments_app.payments set _loaded_at = now() - interval 2 hour")
+
+
+STALE = re.compile(r"source is stale: last loaded (\d+) seconds ago")
+
+
+def test_a_stale_source_freshness_failure_is_summarised_not_crashed(shop_project: Path) -> None:
+    make_payments_stale(shop_project)
     with pytest.raises(PrefectDbtRunnerFailure) as raised:
         runner_for(shop_project).invoke(["source", "freshness"])
     message = str(raised.value)
     assert message.startswith("Failures detected during invocation of dbt command 'source freshness':\n")
     assert re.search(r'Source payments_app\.payments errored with message: "source is stale: last loaded \d+ seconds ago"', message), message
 
+
+def test_a_stale_sources_task_run_and_report_carry_dbts_message(shop_project: Path) -> None:
+    make_payments_stale(shop_project)
+    outcome = run_in_flow(shop_project, ["source", "freshness"], raise_on_failure=False)
+    (entry,) = outcome.result.result.results
+    expected = f"source is stale: last loaded {entry.age:.0f} seconds ago"
+    assert STALE.fullmatch(expected) and int(STALE.fullmatch(expected)[1]) >= 7200
+    run = by_name(outcome.seen_at_return)["source payments_app.payments"]
+    assert state_of(run) == ("FAILED", "Failed")
+    assert message_of(run) == expected
+    with get_client(sync_client=True) as client:
+        (report,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["dbt-shop-source-freshness"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[outcome.flow_run_id]),
+            )
+        )
+    assert f"```text\n{expected}\n```" in report.data
 
 def test_invoked_inside_a_task_the_node_task_runs_are_its_children(shop_project: Path) -> None:
     from prefect import task

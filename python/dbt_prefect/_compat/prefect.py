@@ -1,4 +1,4 @@
-"""The only place dbt-prefect touches Prefect internals. Checked against prefect 3.8.8.
+"""The only place dbt-prefect touches Prefect internals. Checked against prefect 3.8.8 and 3.9.1.
 
 Why each is needed:
 - Prefect 3 records task runs on the server from the state-change events its client
@@ -9,6 +9,8 @@ Why each is needed:
   when it returns, so it waits for Prefect's background event and log workers to drain.
 - Asset key rules: Prefect validates keys with these constants; keys are cleaned with the
   same ones rather than a copy that could drift.
+- Between 3.8 and 3.9 none of these changed. (3.9's log worker queues each record as
+  JSON bytes instead of a dict; ``drain_all`` and ``wait_until_empty`` behave the same.)
 - Timestamps: TaskRun and State annotate their times with Prefect's own datetime subtype;
   ``utc_datetime`` gives a plain aware datetime that type, as Prefect's validators accept.
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from prefect.settings import get_current_settings
@@ -13,7 +13,10 @@ from rich.text import Text
 from dbt_prefect.cli.progress import ProgressDisplay
 from dbt_prefect.errors import DbtPrefectError, PrefectDbtRunnerFailure
 from dbt_prefect.runner.failures import result_statuses
-from dbt_prefect.runner.report import NO_REPORT_COMMANDS, build_report
+from dbt_prefect.runner.report import NO_REPORT_COMMANDS, RunReport, build_report
+
+if TYPE_CHECKING:  # the runner imports dbt; `dbt-prefect --help` does not need it
+    from dbt_prefect.runner.runner import PrefectDbtRunner
 
 EXIT_SUCCESS, EXIT_FAILURES, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -23,7 +26,7 @@ class CommandOutcome:
     """What happened while one command ran, for the exit code and the summary."""
 
     flow_run: Any = None
-    runner: Any = None
+    runner: PrefectDbtRunner | None = None
     result: Any = None
     error: BaseException | None = None  # raised by invoke()
     engine_error: BaseException | None = None  # raised by Prefect around the flow
@@ -43,12 +46,12 @@ def exit_code(outcome: CommandOutcome) -> int:
     return EXIT_SUCCESS if getattr(outcome.result, "success", False) else EXIT_FAILURES
 
 
-def report_of(outcome: CommandOutcome, command: str, project: str) -> Any:
+def report_of(outcome: CommandOutcome, command: str, project: str) -> RunReport | None:
     runner = outcome.runner
-    recorder = getattr(runner, "last_recorder", None)
-    if recorder is None:
+    if runner is None or runner.last_recorder is None:
         return None
-    report = getattr(runner, "last_report", None)
+    recorder = runner.last_recorder
+    report = runner.last_report
     if report is not None:
         return report
     return build_report(
@@ -113,7 +116,7 @@ def summary_lines(
         state = outcome.state
         state_name = getattr(state, "name", None) or ("Crashed" if error is not None else "unknown")
         lines.append((f"Prefect flow run '{flow_run.name}' of flow '{project}': {state_name}", ""))
-        published = getattr(outcome.runner, "last_report", None)
+        published = outcome.runner.last_report if outcome.runner is not None else None
         if published is not None:
             lines.append((f"Run report: Prefect artifact {published.key}", ""))
         url = flow_run_url(flow_run.id)

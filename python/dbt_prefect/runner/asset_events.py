@@ -48,8 +48,12 @@ class AssetEmitter:
         *,
         include_compiled_code: bool = False,
         scrub: Callable[[str], str] = lambda text: text,
+        hold_until_dbt_returns: bool = False,
     ) -> None:
         self.catalog = catalog
+        # Under --fail-fast, dbt reports nodes that were running when a node failed as
+        # skipped, after they logged success: their events wait for dbt's final result.
+        self._held: list[FinishedNode] | None = [] if hold_until_dbt_returns else None
         self.include_compiled_code = include_compiled_code
         self._scrub = scrub
         self.event_ids: list[uuid.UUID] = []
@@ -80,6 +84,18 @@ class AssetEmitter:
 
     def node_finished(self, finished: FinishedNode, state: Any = None) -> None:
         """Called by the recorder once the node's terminal state is recorded."""
+        if self._held is not None:
+            self._held.append(finished)
+            return
+        self._emit_for(finished)
+
+    def release(self) -> None:
+        """Emit what was held, by each node's final status (the recorder reconciled them)."""
+        held, self._held = self._held or [], None
+        for finished in held:
+            self._emit_for(finished)
+
+    def _emit_for(self, finished: FinishedNode) -> None:
         node = finished.node
         if finished.task_run_id is None:
             return

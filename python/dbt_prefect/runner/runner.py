@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,12 @@ class PrefectDbtRunner(HookRegistration):
         catalog = NodeCatalog(self.manifest, self.translator)
         emitter = None
         if target is not None and not self.disable_assets:
-            emitter = AssetEmitter(catalog, include_compiled_code=self.include_compiled_code, scrub=scrub)
+            emitter = AssetEmitter(
+                catalog,
+                include_compiled_code=self.include_compiled_code,
+                scrub=scrub,
+                hold_until_dbt_returns=_fail_fast(invocation, kwargs),
+            )
         recorder = RunRecorder(
             target=target,
             catalog=catalog,
@@ -173,6 +179,8 @@ class PrefectDbtRunner(HookRegistration):
             if result is not None and getattr(result, "exception", None) is not None:
                 dbt_raised = True
             recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
+            if emitter is not None:
+                emitter.release()
             if target is not None:
                 event_ids = emitter.event_ids if emitter is not None else []
                 wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds)
@@ -232,6 +240,15 @@ def _node_finished_listener(
         )
 
     return node_finished
+
+
+def _fail_fast(invocation: DbtInvocation, kwargs: dict[str, Any]) -> bool:
+    """Whether dbt runs with --fail-fast (flag, invoke kwarg or DBT_FAIL_FAST)."""
+    if "fail_fast" in kwargs:
+        return bool(kwargs["fail_fast"])
+    if any(arg in ("--fail-fast", "-x") for arg in invocation.args):
+        return True
+    return os.environ.get("DBT_FAIL_FAST", "").strip().lower() in ("1", "true", "yes")
 
 
 def _operation_name(invocation: DbtInvocation) -> str:
