@@ -523,3 +523,9 @@ def test_the_done_line_is_dbts_own_for_every_status_and_the_run_hooks(tmp_path: 
     assert run.code == 1, run.stdout + run.stderr
     done = [line for line in run.stdout.splitlines() if line.startswith("Done. ")]
     assert done == [reference]
+    # The exposure ran with dbt's no-op status, as a task run with its upstream edges.
+    runs = {r.name: r for r in task_runs(flow_run_named(run.flow_run_name).id)}
+    exposure = runs["exposure revenue_dashboard"]
+    assert state_of(exposure) == ("COMPLETED", "No-op")
+    upstream = {i.id for i in exposure.task_inputs["wait_for"]}
+    assert upstream == {runs["model orders"].id, runs["model product_revenue"].id}

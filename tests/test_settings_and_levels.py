@@ -72,7 +72,10 @@ def test_defaults_are_dbts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     settings = PrefectDbtSettings()
     assert settings.project_dir == tmp_path
     assert settings.profiles_dir == Path.home() / ".dbt"
-    assert settings.target_path is None
+    # The official default; dbt is told only a target path that was set.
+    assert settings.target_path == Path("target")
+    assert settings.given_target_path is None
+    assert PrefectDbtSettings(target_path=tmp_path / "t").given_target_path == tmp_path / "t"
     (tmp_path / "profiles.yml").write_text("x: {}\n")
     assert PrefectDbtSettings().profiles_dir == tmp_path
 
