@@ -29,6 +29,51 @@ STAMP = VENV / ".dbt-prefect-installed"
 PREFECT_HOME = ROOT / ".prefect-home"
 DEMO_API_URL = "http://127.0.0.1:4200/api"
 
+# Prints the Prefect UI pages of the demo's latest flow run, one "label: url" a line. It
+# runs in .venv, where the Prefect client and dbt-prefect's link helpers are. Only pages
+# Prefect's open-source UI serves: it has no assets page, so the assets are shown by the
+# run report's Assets section and by the event feed filtered to the run's asset events.
+DEMO_LINKS = """
+import datetime as dt
+import sys
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType, FlowFilter, FlowFilterName,
+)
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
+
+from dbt_prefect.cli.summary import flow_run_url
+from dbt_prefect.runner.report import event_feed_url, ui_url
+
+started = dt.datetime.fromtimestamp(float(sys.argv[2]), dt.timezone.utc)
+with get_client(sync_client=True) as client:
+    runs = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[sys.argv[1]])), sort=FlowRunSort.START_TIME_DESC, limit=1
+    )
+    run = runs[0] if runs and runs[0].start_time and runs[0].start_time >= started else None
+    if run is None:
+        sys.exit(f"no run of flow {sys.argv[1]!r} started after the demo did")
+    page = flow_run_url(run.id)  # None when the server serves no UI
+    if page is None:
+        sys.exit(f"flow run {run.id}: this Prefect server serves no UI")
+    ui = ui_url()
+    reports = client.read_artifacts(
+        artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type=ArtifactFilterType(any_=["markdown"])
+        ),
+        sort=ArtifactSort.CREATED_DESC,
+        limit=20,
+    )
+    # The latest report that lists assets: after `--fail`, the retry's report has none.
+    report = next((a for a in reports if "\\n## Assets (" in (a.data or "")), None)
+    until = (run.end_time or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(minutes=1)
+    print(f"flow run, its dbt task runs and logs: {page}")
+    if report is not None:
+        print(f"run report, with its Assets section: {ui}/artifacts/artifact/{report.id}")
+    print(f"asset events (materializations, lineage): {event_feed_url(ui, run.id, run.start_time, until)}")
+"""
+
 QUIET_ENV = {
     "DO_NOT_TRACK": "1",
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
@@ -95,11 +140,19 @@ def demo(extra: list[str]) -> int:
     env = {**os.environ, **QUIET_ENV}
     api_url = ensure_demo_server(env)
     env["PREFECT_API_URL"] = api_url
+    started = time.time()
     code = subprocess.run(
         [str(PYTHON), str(ROOT / "integration_project" / "flows" / "build_shop.py"), *extra], env=env
     ).returncode
-    ui = api_url.removesuffix("/api")
-    print(f"\nSee the flow run, its dbt task runs, logs and assets at {ui}/runs and {ui}/assets")
+    links = subprocess.run(
+        [str(PYTHON), "-c", DEMO_LINKS, "build-shop", str(started)], env=env, capture_output=True, text=True
+    )
+    if links.returncode == 0:
+        print("\nSee in the Prefect UI:")
+        for line in links.stdout.splitlines():
+            print(f"  {line}")
+    else:
+        print(f"\nNo Prefect UI page to show: {(links.stderr.strip().splitlines() or ['?'])[-1]}")
     if api_url == DEMO_API_URL:
         print("The local Prefect server keeps running; stop it with: python3 dev.py stop-server")
     return code

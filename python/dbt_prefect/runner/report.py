@@ -4,8 +4,10 @@ Every ``invoke`` inside a flow or task publishes two artifacts, under keys that 
 same from run to run so that Prefect keeps their history side by side:
 
 - ``dbt-<project>-<command>`` (markdown): counts by status, failures and warnings with
-  their messages, the 10 slowest nodes, and a table of every node with its resource
-  type, status, duration, rows affected and asset key;
+  their messages, the assets the run materialized with their upstream keys, outcome and
+  row count (and a link to their events in Prefect's event feed), the 10 slowest nodes,
+  and a table of every node with its resource type, status, duration, rows affected and
+  asset key;
 - ``dbt-<project>-<command>-nodes`` (table): one row per node, for sorting and comparing.
 
 ``<project>`` and ``<command>`` are slugified: lowercase, every run of other characters a
@@ -15,6 +17,7 @@ freshness`` of ``jaffle_shop`` gives ``dbt-jaffle-shop-source-freshness``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -23,12 +26,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 from google.protobuf.json_format import MessageToDict
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
+from prefect.settings import get_current_settings
 
+from dbt_prefect.model.assets import upstream_asset_nodes
 from dbt_prefect.model.statuses import Outcome, classify, summary_counts, summary_line
 from dbt_prefect.runner.failures import result_statuses
 
@@ -38,9 +44,22 @@ _logger = logging.getLogger("dbt_prefect")
 NO_REPORT_COMMANDS = frozenset({"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"})
 
 SLOWEST = 10
-# The markdown lists at most this many nodes; the table artifact always has all of them.
+# The markdown lists at most this many nodes, and as many assets; the table artifact
+# always has all of them.
 MAX_MARKDOWN_NODES = 500
 _MAX_CELL = 300
+
+# What happened to a node's asset, by the node's outcome, as its events tell it: a
+# skipped or no-op node built nothing (no event), a failed one got materialization.failed.
+ASSET_OUTCOMES = {
+    Outcome.SUCCEEDED: "materialized",
+    Outcome.WARNED: "materialized",
+    Outcome.FAILED: "failed",
+    Outcome.SKIPPED: "not built (skipped)",
+    Outcome.NO_OP: "not built (no-op)",
+}
+# The event names Prefect gives asset materializations and references.
+ASSET_EVENTS = "prefect.asset.*"
 
 
 def slug(text: str) -> str:
@@ -86,6 +105,16 @@ class NodeReport:
         return classify(self.status).outcome
 
 
+@dataclass(frozen=True)
+class AssetReport:
+    """One asset of the run: its key, its upstream asset keys, what happened to it."""
+
+    key: str
+    upstream: tuple[str, ...] = ()
+    outcome: str = ASSET_OUTCOMES[Outcome.SUCCEEDED]
+    row_count: int | None = None  # read from the warehouse by collect_metadata, when it ran
+
+
 @dataclass
 class RunReport:
     project: str
@@ -96,6 +125,12 @@ class RunReport:
     # Every status in dbt's own result, run hooks included: what dbt's Done. line counts.
     # Empty when dbt returned no result; the nodes are counted then.
     dbt_statuses: tuple[str, ...] = ()
+    # The seeds, models and snapshots dbt ran, when assets are on; sorted by key.
+    assets: list[AssetReport] = field(default_factory=list)
+    flow_run_id: Any = None
+    # The Prefect UI's event feed, filtered to this flow run's asset events, when the UI's
+    # address is known. Prefect's open-source server has no assets page; this one exists.
+    asset_events_url: str | None = None
 
     @property
     def key(self) -> str:
@@ -160,6 +195,21 @@ def _rows_affected(run_result: Any) -> int | None:
     return rows if rows >= 0 else None
 
 
+def _asset_report(done: Any, catalog: Any) -> AssetReport | None:
+    """The asset row of a finished node that materializes one (see asset_events.py)."""
+    node = done.node
+    if not node.asset_key or not node.assets_enabled or node.resource_type == "source":
+        return None
+    upstream = sorted({parent.asset_key for parent in upstream_asset_nodes(node, catalog) if parent.asset_key})
+    metadata = getattr(done, "metadata", None)
+    return AssetReport(
+        key=node.asset_key,
+        upstream=tuple(upstream),
+        outcome=ASSET_OUTCOMES[classify(done.status).outcome],
+        row_count=getattr(metadata, "row_count", None),
+    )
+
+
 def build_report(
     finished: Mapping[str, Any],
     *,
@@ -170,12 +220,15 @@ def build_report(
     scrub: Callable[[str], str] = lambda text: text,
     error: BaseException | None = None,
     dbt_statuses: Sequence[str] = (),
+    catalog: Any = None,
 ) -> RunReport:
     """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode).
 
     ``dbt_statuses`` are the statuses of dbt's own result, run hooks included, which dbt's
-    closing line counts."""
+    closing line counts. The assets are listed only with the ``catalog`` their lineage
+    comes from."""
     nodes = []
+    assets = []
     for done in finished.values():
         node = done.node
         key = node.asset_key if with_asset_keys else None
@@ -196,6 +249,11 @@ def build_report(
                 task_run_name=node.task_run_name,
             )
         )
+        if with_asset_keys and catalog is not None:
+            asset = _asset_report(done, catalog)
+            if asset is not None:
+                assets.append(asset)
+    assets.sort(key=lambda a: a.key)
     nodes.sort(key=lambda n: (_TYPE_ORDER.get(n.resource_type, 9), n.resource_type, n.name, n.unique_id))
     error_text = ""
     if error is not None:
@@ -207,6 +265,7 @@ def build_report(
         nodes=nodes,
         error=error_text,
         dbt_statuses=tuple(dbt_statuses),
+        assets=assets,
     )
 
 
@@ -230,6 +289,51 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
+def _key_list(keys: Sequence[str]) -> str:
+    """Asset keys as code, comma-separated, within one cell's length: as many whole keys as
+    fit, then how many more."""
+    items = [f"`{_cell(key)}`" for key in keys]
+    text = ", ".join(items)
+    shown = len(items)
+    while len(text) > _MAX_CELL and shown > 1:
+        shown -= 1
+        text = ", ".join(items[:shown]) + f", … {len(items) - shown} more"
+    return text
+
+
+def _assets_section(report: RunReport) -> list[str]:
+    if not report.assets:
+        return []
+    lines = [
+        f"## Assets ({len(report.assets)})",
+        "",
+        # The long upstream list last, so that a narrow page still shows the outcome.
+        "| Asset | Outcome | Row count | Upstream assets |",
+        "| :-- | :-- | --: | :-- |",
+    ]
+    for asset in report.assets[:MAX_MARKDOWN_NODES]:
+        rows = "" if asset.row_count is None else str(asset.row_count)
+        lines.append(f"| `{_cell(asset.key)}` | {asset.outcome} | {rows} | {_key_list(asset.upstream)} |")
+    hidden = len(report.assets) - MAX_MARKDOWN_NODES
+    if hidden > 0:
+        lines += [
+            "",
+            f"… and {hidden} more assets: their keys and statuses are in the table artifact `{report.table_key}`.",
+        ]
+    lines.append("")
+    # Prefect's open-source server has no assets page: the event feed is where the
+    # materializations (with this lineage) and references are.
+    if report.asset_events_url:
+        lines += [f"Their events, with this lineage: [this flow run's asset events]({report.asset_events_url})", ""]
+    elif report.flow_run_id is not None:
+        lines += [
+            "Their events, with this lineage, are in the Prefect UI's Event Feed: "
+            f"resource `prefect.flow-run.{report.flow_run_id}`, events `{ASSET_EVENTS}`.",
+            "",
+        ]
+    return lines
+
+
 def render_markdown(report: RunReport) -> str:
     lines = [f"# dbt {report.command} · {report.project}", "", f"`{report.command_line}`", ""]
     lines += [f"**{report.stats_line}**", ""]
@@ -249,6 +353,7 @@ def render_markdown(report: RunReport) -> str:
             where = f" · `{node.path}`" if node.path else ""
             lines += [f"**{node.task_run_name}** · {node.status}{where}", ""]
             lines += [_fenced(node.message or f"dbt status: {node.status}"), ""]
+    lines += _assets_section(report)
     slowest = report.slowest()
     if slowest:
         lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
@@ -293,6 +398,59 @@ def table_rows(report: RunReport) -> list[dict[str, Any]]:
 def description(report: RunReport) -> str:
     outcome = f"{report.stats_line}, then dbt stopped with an error" if report.error else report.stats_line
     return f"`{report.command_line}` in project {report.project}: {outcome}"
+
+
+# -- links to the Prefect UI ---------------------------------------------------------
+# The event feed is a page of the UI Prefect's open-source server serves (and Prefect
+# Cloud too), and it takes its filters in the query string.
+def ui_url() -> str | None:
+    """The Prefect UI's address; None in ephemeral mode, whose server is gone with the process."""
+    settings = get_current_settings()
+    if not settings.api.url or not settings.ui_url:
+        return None
+    return settings.ui_url.rstrip("/")
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    # What the UI writes back into its own URL (JavaScript's toISOString).
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def event_feed_url(
+    ui: str, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> str:
+    """The event feed, showing the asset events related to one flow run.
+
+    ``resource`` matches the event's resource or a related one (every event emitted in a
+    flow run is related to it); ``events`` ending in ``*`` is a name prefix. Without
+    ``since`` and ``until`` the page shows the past day only."""
+    params = [("resource", f"prefect.flow-run.{flow_run_id}"), ("events", ASSET_EVENTS)]
+    if since is not None and until is not None:
+        params += [("type", "range"), ("startDate", _utc_text(since)), ("endDate", _utc_text(until))]
+    return f"{ui}/events?{urlencode(params, safe=':*')}"
+
+
+def _first_node_start(finished: Mapping[str, Any]) -> dt.datetime | None:
+    """When the first node started (dbt's node_started_at, naive UTC), before any asset event."""
+    starts = []
+    for done in finished.values():
+        text = getattr(done.node_info, "node_started_at", "") or ""
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        starts.append(moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC))
+    return min(starts, default=None)
+
+
+def _asset_events_window(finished: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    """Whole minutes from the first node's start to just after now: every asset event of
+    the invocation is emitted in between, so the link keeps working after the past day."""
+    start = _first_node_start(finished)
+    if start is None:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    return start.replace(second=0, microsecond=0), now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
 
 
 # -- publishing ----------------------------------------------------------------------
@@ -351,7 +509,14 @@ def publish_run_report(
             scrub=scrub,
             error=getattr(dbt_result, "exception", None),
             dbt_statuses=result_statuses(dbt_result),
+            catalog=catalog,
         )
+        report.flow_run_id = target.flow_run.id
+        ui = ui_url()
+        if ui and report.assets:
+            window = _asset_events_window(recorder.finished)
+            since, until = window if window is not None else (None, None)
+            report.asset_events_url = event_feed_url(ui, report.flow_run_id, since, until)
         parent = target.parent_task_run
         publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
         return report
