@@ -1,0 +1,146 @@
+"""Publishing the run report as Prefect artifacts, with links to the Prefect UI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
+from prefect.settings import get_current_settings
+
+from dbt_prefect.runner.failures import result_statuses
+from dbt_prefect.runner.report.markdown import description, render_markdown, table_rows
+from dbt_prefect.runner.report.model import ASSET_EVENTS, NO_REPORT_COMMANDS, RunReport, build_report, project_name
+
+_logger = logging.getLogger("dbt_prefect")
+
+
+# -- links to the Prefect UI ---------------------------------------------------------
+# The event feed is a page of the UI Prefect's open-source server serves (and Prefect
+# Cloud too), and it takes its filters in the query string.
+def ui_url() -> str | None:
+    """The Prefect UI's address; None in ephemeral mode, whose server is gone with the process."""
+    settings = get_current_settings()
+    if not settings.api.url or not settings.ui_url:
+        return None
+    return settings.ui_url.rstrip("/")
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    # What the UI writes back into its own URL (JavaScript's toISOString).
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def event_feed_url(
+    ui: str, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
+) -> str:
+    """The event feed, showing the asset events related to one flow run.
+
+    ``resource`` matches the event's resource or a related one (every event emitted in a
+    flow run is related to it); ``events`` ending in ``*`` is a name prefix. Without
+    ``since`` and ``until`` the page shows the past day only."""
+    params = [("resource", f"prefect.flow-run.{flow_run_id}"), ("events", ASSET_EVENTS)]
+    if since is not None and until is not None:
+        params += [("type", "range"), ("startDate", _utc_text(since)), ("endDate", _utc_text(until))]
+    return f"{ui}/events?{urlencode(params, safe=':*')}"
+
+
+def _first_node_start(finished: Mapping[str, Any]) -> dt.datetime | None:
+    """When the first node started (dbt's node_started_at, naive UTC), before any asset event."""
+    starts = []
+    for done in finished.values():
+        text = getattr(done.node_info, "node_started_at", "") or ""
+        try:
+            moment = dt.datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        starts.append(moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC))
+    return min(starts, default=None)
+
+
+def _asset_events_window(finished: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    """Whole minutes from the first node's start to just after now: every asset event of
+    the invocation is emitted in between, so the link keeps working after the past day."""
+    start = _first_node_start(finished)
+    if start is None:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    return start.replace(second=0, microsecond=0), now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+
+
+# -- publishing ----------------------------------------------------------------------
+def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client: Any = None) -> list[Any]:
+    """Create the markdown and table artifacts on the flow (and task) run; return their ids."""
+    artifacts = [
+        ArtifactCreate(
+            key=report.key,
+            type="markdown",
+            description=description(report),
+            data=render_markdown(report),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        ),
+        ArtifactCreate(
+            key=report.table_key,
+            type="table",
+            description=f"Every node of {description(report)}",
+            data=json.dumps(table_rows(report)),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        ),
+    ]
+    if client is not None:
+        return [client.create_artifact(artifact=a).id for a in artifacts]
+    with get_client(sync_client=True) as sync_client:
+        return [sync_client.create_artifact(artifact=a).id for a in artifacts]
+
+
+def publish_run_report(
+    recorder: Any,
+    *,
+    command: str,
+    args: Iterable[str],
+    project_dir: Path,
+    with_asset_keys: bool,
+    scrub: Callable[[str], str] = lambda text: text,
+    client: Any = None,
+    dbt_result: Any = None,
+) -> RunReport | None:
+    """The runner's single entry point: build the report of one invocation and publish it.
+
+    Never raises: a report that cannot be written is logged, and dbt's result stands.
+    """
+    target = recorder.target
+    if target is None or command in NO_REPORT_COMMANDS:
+        return None
+    try:
+        catalog = recorder.catalog
+        report = build_report(
+            recorder.finished,
+            project=project_name(project_dir, catalog.manifest),
+            command=command,
+            args=list(args),
+            with_asset_keys=with_asset_keys,
+            scrub=scrub,
+            error=getattr(dbt_result, "exception", None),
+            dbt_statuses=result_statuses(dbt_result),
+            catalog=catalog,
+        )
+        report.flow_run_id = target.flow_run.id
+        ui = ui_url()
+        if ui and report.assets:
+            window = _asset_events_window(recorder.finished)
+            since, until = window if window is not None else (None, None)
+            report.asset_events_url = event_feed_url(ui, report.flow_run_id, since, until)
+        parent = target.parent_task_run
+        publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
+        return report
+    except Exception as exc:
+        _logger.warning("dbt-prefect could not create the run report artifact: %s", exc)
+        return None
