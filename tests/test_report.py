@@ -309,6 +309,9 @@ def test_the_event_feed_link_selects_exactly_this_runs_asset_events(broken_build
         ("prefect.asset.materialization.succeeded", RAW_PRODUCTS),
         ("prefect.asset.materialization.succeeded", STG_ORDERS),
         ("prefect.asset.materialization.succeeded", STG_PRODUCTS),
+        # One reference per upstream asset of each materialization, as Prefect's own tasks emit.
+        ("prefect.asset.referenced", RAW_ORDERS),
+        ("prefect.asset.referenced", RAW_PRODUCTS),
         ("prefect.asset.referenced", PAYMENTS_SOURCE),
     ]
 
