@@ -94,6 +94,17 @@ def is_failure(status: object) -> bool:
     return classify(status).failed
 
 
+def hook_status(status: object) -> str:
+    """A node's status in the words of the lifecycle hooks (the official API): success,
+    error or skipped."""
+    outcome = classify(status).outcome
+    if outcome is Outcome.FAILED:
+        return ERROR
+    if outcome is Outcome.SKIPPED:
+        return SKIPPED
+    return SUCCESS
+
+
 def summary_counts(statuses: object) -> dict[str, int]:
     """dbt's closing-line counts for these statuses, with TOTAL."""
     counts = dict.fromkeys(SUMMARY_BUCKETS, 0)

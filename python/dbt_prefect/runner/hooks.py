@@ -26,7 +26,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from dbt_prefect._compat.dbt_plugin import select_unique_ids
 from dbt_prefect._compat.prefect import flush_events_and_logs
-from dbt_prefect.model.statuses import Outcome, classify
+from dbt_prefect.model.statuses import hook_status
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -66,16 +66,6 @@ class _Hook:
     @property
     def name(self) -> str:
         return getattr(self.function, "__name__", repr(self.function))
-
-
-def hook_status(status: object) -> str:
-    """A node's dbt status in a hook's words: success, error or skipped."""
-    outcome = classify(status).outcome
-    if outcome is Outcome.FAILED:
-        return "error"
-    if outcome is Outcome.SKIPPED:
-        return "skipped"
-    return "success"
 
 
 @dataclass
