@@ -140,7 +140,9 @@ def machine_info() -> dict:
 
 # -- the Prefect server ----------------------------------------------------------------
 class PrefectServer:
-    def __init__(self, work: Path, python: str) -> None:
+    def __init__(self, work: Path, python: str, default_settings: bool = False) -> None:
+        # default_settings: the server as users run it, with its 5 s event flush interval.
+        self.default_settings = default_settings
         self.home = work / "prefect-server"
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -156,11 +158,12 @@ class PrefectServer:
                 "PREFECT_HOME": str(self.home),
                 "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
                 "PREFECT_SERVER_UI_ENABLED": "false",
-                # The setting the README recommends: invoke() waits until its asset events
-                # are stored, and the server writes events in batches (every 5 s by default).
-                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "0.5",
             }
         )
+        if not self.default_settings:
+            # The setting the README recommends: invoke() waits until its asset events
+            # are stored, and the server writes events in batches (every 5 s by default).
+            env["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"] = "0.5"
         t0 = time.perf_counter()
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(
@@ -671,6 +674,8 @@ def main() -> int:
     parser.add_argument("--report-only", action="store_true", help="rebuild results.json/.md/.png from out/results.jsonl")
     parser.add_argument("--keep-logs", action="store_true", help="keep the worker logs of successful runs")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--default-server", action="store_true",
+                        help="run the Prefect server with its default settings (5 s event flush interval)")
     parser.add_argument("--run-timeout", type=float, default=3600.0)
     args = parser.parse_args()
 
@@ -731,7 +736,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     log(f"work dir {work}; results in {args.out}; load average {loadavg()}")
     t_start = time.perf_counter()
-    server = PrefectServer(work, sys.executable)
+    server = PrefectServer(work, sys.executable, default_settings=args.default_server)
     broken = []
     try:
         server.start()
