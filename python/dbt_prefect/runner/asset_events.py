@@ -71,10 +71,11 @@ class AssetEmitter:
     def _asset_of(self, node: DbtNode) -> Asset:
         # An upstream asset carries the key, name and properties it has when it is
         # materialized itself. Before that (a unit test runs before its model), it is
-        # described afresh: the model's compiled code does not exist yet.
+        # described afresh and without compiled code: whether dbt has compiled it by the time
+        # this event is sent is a race, and an event's content must not depend on one.
         asset = self._assets.get(node.unique_id)
         if asset is None:
-            asset = node_asset(node, self.catalog, self._compiled_code(node))
+            asset = node_asset(node, self.catalog)
         return asset
 
     def _emit(self, **event: Any) -> None:
