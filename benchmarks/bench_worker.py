@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One measured `dbt build`, in a fresh process. Started by run_benchmark.py.
 
-    python bench_worker.py --variant plain|prefect|official --project DIR --threads T --out result.json
+    python bench_worker.py --variant plain|prefect|per-wave|official --project DIR --threads T --out result.json
 
 Variants:
 - plain:    dbtRunner(callbacks=[probe]).invoke(["build", ...]): the baseline.
@@ -339,7 +339,10 @@ def run_in_flow(args, probe: Probe) -> dict:
             profiler.start()
         t0 = time.perf_counter()
         probe.t_invoke = t0
-        result = runner.invoke(dbt_args(args.project, args.threads, with_paths=False), **invoke_kwargs)
+        if args.variant == "per-wave":
+            result = orchestrated_build(args, probe)
+        else:
+            result = runner.invoke(dbt_args(args.project, args.threads, with_paths=False), **invoke_kwargs)
         t1 = time.perf_counter()
         if profiler is not None:
             profiler.stop()
@@ -367,6 +370,28 @@ def run_in_flow(args, probe: Probe) -> dict:
     return out
 
 
+def orchestrated_build(args, probe: Probe):
+    """PrefectDbtOrchestrator per wave (its default): one dbt build per wave of the DAG.
+
+    Its result is shaped like a dbtRunnerResult for summarise_result: success, and one
+    entry per node with dbt's status and resource type."""
+    from types import SimpleNamespace
+
+    from dbt_prefect import PrefectDbtOrchestrator, PrefectDbtSettings
+
+    orchestrator = PrefectDbtOrchestrator(
+        settings=PrefectDbtSettings(project_dir=args.project, profiles_dir=args.project),
+        threads=args.threads,
+        raise_on_failure=False,
+    )
+    built = orchestrator.run_build()
+    entries = [
+        SimpleNamespace(status=r.status, node=SimpleNamespace(resource_type=r.node.resource_type))
+        for r in built.results
+    ]
+    return SimpleNamespace(success=built.success, exception=None, result=SimpleNamespace(results=entries))
+
+
 def versions(variant: str) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -383,7 +408,7 @@ def versions(variant: str) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", required=True, choices=["plain", "prefect", "official"])
+    parser.add_argument("--variant", required=True, choices=["plain", "prefect", "per-wave", "official"])
     parser.add_argument("--project", required=True, type=Path)
     parser.add_argument("--threads", required=True, type=int)
     parser.add_argument("--out", required=True, type=Path)

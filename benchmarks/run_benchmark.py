@@ -62,9 +62,9 @@ QUIET_ENV = {
     "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
-VARIANT_ORDER = ["plain", "prefect", "prefect-metadata", "official"]
+VARIANT_ORDER = ["plain", "prefect", "per-wave", "prefect-metadata", "official"]
 # Variants whose breakage fails the benchmark run (exit status 1).
-OWN_VARIANTS = {"plain", "prefect", "prefect-metadata"}
+OWN_VARIANTS = {"plain", "prefect", "per-wave", "prefect-metadata"}
 
 TARGETS_TEXT = {
     "ratio_200_t4": "ratio <= 1.15 at N=200, threads=4",
@@ -665,6 +665,8 @@ def main() -> int:
                         help="python of a separate environment with prefect-dbt installed: adds the 'official' variant")
     parser.add_argument("--official-plan", nargs="+", default=None, metavar="N:T[,T]:R",
                         help="where the official runner runs (default: every cell of N <= 1000); R caps its repetitions")
+    parser.add_argument("--per-wave", action="store_true",
+                        help="also run PrefectDbtOrchestrator per wave (its default mode), one dbt build per wave")
     parser.add_argument("--metadata", action="store_true",
                         help="add the 'prefect-metadata' variant: dbt-prefect on a copy of the project whose seeds and "
                              "models run dbt_prefect.collect_metadata() (row counts and columns on every asset)")
@@ -711,6 +713,8 @@ def main() -> int:
 
     def variants_for(n: int, threads: int, rep: int) -> list[str]:
         chosen = ["plain", "prefect"]
+        if args.per_wave:
+            chosen.append("per-wave")
         if args.metadata:
             chosen.append("prefect-metadata")
         if args.official_python:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from dbt_prefect import PrefectDbtRunnerFailure
+from dbt_prefect import DbtBuildFailed, PrefectDbtRunnerFailure
 from dbt_prefect import OrchestratorUsageError
 from support.orchestration import dask_runner, orchestrate, worker_pids
 from support.projects import make_pg_project
@@ -216,10 +216,13 @@ def test_a_failing_node_is_retried_alone_and_its_descendants_are_skipped(broken:
 
 def test_a_failed_build_raises_the_runners_failure_summary(broken: Any) -> None:
     assert broken.state.is_failed()
+    assert isinstance(broken.error, DbtBuildFailed)
     assert isinstance(broken.error, PrefectDbtRunnerFailure)
     lines = str(broken.error).splitlines()
-    assert lines[0] == "Failures detected during invocation of dbt command 'build':"
-    assert lines[1] == 'Model order_totals errored with message: "Database Error in model order_totals (models/marts/order_totals.sql)'
+    # The official headline, then the runner's summary of every failure.
+    assert lines[0] == "dbt build failed for 1 node(s): model.pg_shop.order_totals"
+    assert lines[1] == "Failures detected during invocation of dbt command 'build':"
+    assert lines[2] == 'Model order_totals errored with message: "Database Error in model order_totals (models/marts/order_totals.sql)'
     assert len([line for line in lines if " with message: " in line]) == 1
 
 
@@ -288,8 +291,10 @@ def test_run_build_outside_a_flow_says_to_use_a_flow(shop: Path) -> None:
     from dbt_prefect import PrefectDbtSettings
     from dbt_prefect import PrefectDbtOrchestrator
 
-    with pytest.raises(OrchestratorUsageError, match="must be called inside a Prefect flow"):
-        PrefectDbtOrchestrator(settings=PrefectDbtSettings(project_dir=shop, profiles_dir=shop)).run_build()
+    with pytest.raises(OrchestratorUsageError, match="ExecutionMode.PER_NODE must be called inside a Prefect flow"):
+        PrefectDbtOrchestrator(
+            settings=PrefectDbtSettings(project_dir=shop, profiles_dir=shop), execution_mode="per_node"
+        ).run_build()
 
 
 def test_a_shipped_project_runs_without_the_project_files_on_the_workers(

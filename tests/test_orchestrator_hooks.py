@@ -81,6 +81,7 @@ def test_a_failing_on_run_end_hook_fails_the_build_with_dbts_message(
     assert isinstance(outcome.error, PrefectDbtRunnerFailure)
     message = str(outcome.error)
     assert message.startswith(
+        "dbt build failed\n"
         "Failures detected during invocation of dbt command 'build':\n"
         "Operation on-run-end errored with message: \"hook_fail.on-run-end.0 failed, error:\n"
     ), message

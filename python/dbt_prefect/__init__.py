@@ -15,6 +15,11 @@ __version__ = "0.1.0"
 _LAZY_EXPORTS = {
     "PrefectDbtRunner": "dbt_prefect.runner.runner",
     "PrefectDbtOrchestrator": "dbt_prefect.orchestrator.orchestrator",
+    "ExecutionMode": "dbt_prefect.orchestrator.options",
+    "TestStrategy": "dbt_prefect.orchestrator.options",
+    "CacheConfig": "dbt_prefect.orchestrator.options",
+    "BuildPlan": "dbt_prefect.orchestrator.plan",
+    "BuildResult": "dbt_prefect.orchestrator.results",
     "PrefectDbtSettings": "dbt_prefect.settings",
     "DbtPrefectTranslator": "dbt_prefect.model.translator",
     "DbtHookContext": "dbt_prefect.runner.hooks",
@@ -28,6 +33,7 @@ _LAZY_EXPORTS = {
     "ProfileTemplateError": "dbt_prefect.errors",
     "PrefectDbtRunnerFailure": "dbt_prefect.errors",
     "OrchestratorUsageError": "dbt_prefect.errors",
+    "DbtBuildFailed": "dbt_prefect.errors",
 }
 
 __all__ = [*_LAZY_EXPORTS, "__version__"]
@@ -35,6 +41,7 @@ __all__ = [*_LAZY_EXPORTS, "__version__"]
 if TYPE_CHECKING:
     from dbt_prefect.errors import (  # noqa: F401
         DbtArgumentsError,
+        DbtBuildFailed,
         DbtCommandFailed,
         DbtPrefectError,
         DbtProfilesError,
@@ -46,7 +53,10 @@ if TYPE_CHECKING:
     )
     from dbt_prefect.model.nodes import DbtNode  # noqa: F401
     from dbt_prefect.model.translator import DbtPrefectTranslator  # noqa: F401
+    from dbt_prefect.orchestrator.options import CacheConfig, ExecutionMode, TestStrategy  # noqa: F401
     from dbt_prefect.orchestrator.orchestrator import PrefectDbtOrchestrator  # noqa: F401
+    from dbt_prefect.orchestrator.plan import BuildPlan  # noqa: F401
+    from dbt_prefect.orchestrator.results import BuildResult  # noqa: F401
     from dbt_prefect.runner.hooks import DbtHookContext  # noqa: F401
     from dbt_prefect.runner.runner import PrefectDbtRunner  # noqa: F401
     from dbt_prefect.settings import PrefectDbtSettings  # noqa: F401

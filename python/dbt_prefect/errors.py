@@ -39,5 +39,28 @@ class PrefectDbtRunnerFailure(DbtPrefectError):
         self.result = result
 
 
-class OrchestratorUsageError(DbtPrefectError):
-    """PrefectDbtOrchestrator was called in a way it cannot work."""
+class OrchestratorUsageError(DbtPrefectError, ValueError):
+    """PrefectDbtOrchestrator was called in a way it cannot work.
+
+    A ValueError too, as the official orchestrator raises for the same mistakes."""
+
+
+class DbtBuildFailed(PrefectDbtRunnerFailure, RuntimeError):
+    """An orchestrated build in which one or more nodes ended in error.
+
+    Raised by ``run_build`` (with ``raise_on_failure=True``) after the summary artifact
+    and run_results.json are written. ``results`` is the results dict run_build would
+    have returned; ``failed_node_ids`` and ``skipped_node_ids`` list its "error" and
+    "skipped" entries.
+    """
+
+    def __init__(self, results: dict, summary: str = "") -> None:
+        self.results = results
+        self.failed_node_ids = [uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == "error"]
+        self.skipped_node_ids = [
+            uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == "skipped"
+        ]
+        shown = ", ".join(self.failed_node_ids[:5]) + (", ..." if len(self.failed_node_ids) > 5 else "")
+        # Only a project hook failed: no node to name, the summary below says which hook.
+        headline = f"dbt build failed for {len(self.failed_node_ids)} node(s): {shown}" if shown else "dbt build failed"
+        super().__init__(f"{headline}\n{summary}" if summary else headline, results)

@@ -40,6 +40,9 @@ def orchestrate(
     from dbt_prefect import PrefectDbtOrchestrator
 
     captured: dict[str, Any] = {}
+    # These tests were written for per-node execution, with immediate retries.
+    options.setdefault("execution_mode", "per_node")
+    options.setdefault("retry_delay_seconds", 0)
 
     @flow(name="dbt-orchestrator-test", task_runner=task_runner)
     def orchestrated_flow() -> None:

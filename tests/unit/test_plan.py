@@ -1,10 +1,12 @@
 """The orchestrator's plan (orchestrator/plan.py) on the small shop DAG.
 
-    seed raw_orders -> stg_orders (view) -> int_orders (ephemeral) -> fct_orders (table)
-    tests: not_null on stg_orders, unique on fct_orders; unit test of fct_orders
+seed raw_orders -> stg_orders (view) -> int_orders (ephemeral) -> fct_orders (table)
+tests: not_null on stg_orders, unique on fct_orders; unit test of fct_orders
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 from unit_manifest import (
@@ -25,14 +27,19 @@ from unit_manifest import (
 
 from dbt_prefect.errors import OrchestratorUsageError
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.orchestrator.plan import BuildPlan, PlannedNode, build_plan
+from dbt_prefect.orchestrator.plan import NodeGraph, PlannedNode, build_plan, preview
 
 
-def shop_plan(test_strategy: str, selected: tuple[str, ...] = SHOP) -> BuildPlan:
+def shop_plan(test_strategy: str, selected: tuple[str, ...] = SHOP) -> NodeGraph:
     return build_plan(NodeCatalog(shop_manifest()), selected, test_strategy)
 
 
-def waves(plan: BuildPlan) -> list[list[str]]:
+def bare(plan: NodeGraph) -> dict[str, PlannedNode]:
+    """The plan's nodes without their display fields (materialization, tested model)."""
+    return {uid: replace(n, materialization=None, attached_to=None) for uid, n in plan.by_id().items()}
+
+
+def waves(plan: NodeGraph) -> list[list[str]]:
     """Nodes grouped by how many waits separate them from a root (what can run together)."""
     depth: dict[str, int] = {}
     for planned in plan.nodes:  # plan order puts every node after what it waits for
@@ -47,14 +54,18 @@ def test_immediate_runs_each_models_tests_right_after_it_and_unit_tests_before_i
     plan = shop_plan("immediate")
     assert [n.unique_id for n in plan.nodes] == [SEED, STG, TEST_STG, UNIT_FCT, FCT, TEST_FCT]
     assert waves(plan) == [[SEED], [STG], [TEST_STG], [UNIT_FCT], [FCT], [TEST_FCT]]
-    assert plan.by_id() == {
+    assert bare(plan) == {
         SEED: PlannedNode(SEED, "seed raw_orders", "seed", parents=(), waits_for=()),
         STG: PlannedNode(STG, "model stg_orders", "model", parents=(SEED,), waits_for=(SEED,)),
         TEST_STG: PlannedNode(TEST_STG, "test not_null_stg_orders_order_id", "test", parents=(STG,), waits_for=(STG,)),
         # A unit test runs before its model, after what gates the model: its parents (the
         # ephemeral folded away) and the tests that gate it.
         UNIT_FCT: PlannedNode(
-            UNIT_FCT, "unit_test test_fct_orders_totals", "unit_test", parents=(STG, TEST_STG), waits_for=(STG, TEST_STG)
+            UNIT_FCT,
+            "unit_test test_fct_orders_totals",
+            "unit_test",
+            parents=(STG, TEST_STG),
+            waits_for=(STG, TEST_STG),
         ),
         # The model waits for its parent, the parent's test and its own unit test; each of
         # them decides (as a parent) whether it runs, as in dbt build.
@@ -70,7 +81,7 @@ def test_deferred_runs_every_test_after_every_model_and_seed() -> None:
     plan = shop_plan("deferred")
     assert [n.unique_id for n in plan.nodes] == [SEED, STG, FCT, TEST_STG, TEST_FCT, UNIT_FCT]
     assert waves(plan) == [[SEED], [STG], [FCT], [TEST_STG, TEST_FCT, UNIT_FCT]]
-    by_id = plan.by_id()
+    by_id = bare(plan)
     assert by_id[FCT] == PlannedNode(FCT, "model fct_orders", "model", parents=(STG,), waits_for=(STG,))
     for test, parents in ((TEST_STG, (STG,)), (TEST_FCT, (FCT,)), (UNIT_FCT, (STG,))):
         assert (by_id[test].parents, by_id[test].waits_for) == (parents, (FCT, STG, SEED)), test
@@ -150,3 +161,49 @@ def test_a_cycle_is_refused_naming_its_nodes() -> None:
     with pytest.raises(OrchestratorUsageError) as raised:
         build_plan(NodeCatalog(manifest(*entries)), ["model.shop.a", "model.shop.b", "model.shop.c"], "skip")
     assert str(raised.value) == "the dbt graph has a cycle through ['model.shop.a', 'model.shop.b']"
+
+
+def ids(waves: list[list[PlannedNode]]) -> list[list[str]]:
+    return [[n.unique_id for n in wave] for wave in waves]
+
+
+def test_waves_put_each_node_one_wave_after_what_it_waits_for() -> None:
+    plan = shop_plan("immediate")
+    assert ids(plan.waves()) == waves(plan)
+
+
+def test_for_one_dbt_build_per_wave_a_unit_test_rides_with_its_model_just_before_it() -> None:
+    # dbt build runs a unit test only together with the model it tests.
+    assert ids(shop_plan("immediate").waves(unit_tests_with_their_model=True)) == [
+        [SEED], [STG], [TEST_STG], [UNIT_FCT, FCT], [TEST_FCT]
+    ]
+    assert ids(shop_plan("deferred").waves(unit_tests_with_their_model=True)) == [
+        [SEED], [STG], [UNIT_FCT, FCT], [TEST_STG, TEST_FCT]
+    ]
+
+
+def test_the_build_plan_reads_like_the_official_one() -> None:
+    plan = preview(shop_plan("immediate"), {TEST_FCT: "upstream source shop.raw is stale"}, per_wave=True)
+    assert (plan.node_count, plan.estimated_parallelism, len(plan.waves)) == (5, 2, 4)
+    assert str(plan) == "\n".join(
+        [
+            "BuildPlan: 5 node(s) in 4 wave(s)  |  max parallelism = 2",
+            "",
+            "  Wave 0 (1 node(s)):",
+            f"    - {SEED} [seed, seed]",
+            "  Wave 1 (1 node(s)):",
+            f"    - {STG} [model, view]",
+            "  Wave 2 (1 node(s)):",
+            f"    - {TEST_STG} [test]",
+            "  Wave 3 (2 node(s)):",
+            f"    - {UNIT_FCT} [unit_test]",
+            f"    - {FCT} [model, table]",
+            "",
+            "  Skipped (1):",
+            f"    - {TEST_FCT}: upstream source shop.raw is stale",
+        ]
+    )
+    assert plan.skipped_nodes == {TEST_FCT: {"status": "skipped", "reason": "upstream source shop.raw is stale"}}
+    with_cache = preview(shop_plan("skip"), {}, per_wave=False, cache_predictions={SEED: "hit", STG: "miss"})
+    assert str(with_cache).endswith("\n\n  Cache: 1 hit(s), 1 miss(es), 0 excluded")
+    assert f"    - {SEED} [seed, seed] (cache: hit)" in str(with_cache)

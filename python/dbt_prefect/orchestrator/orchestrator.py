@@ -1,165 +1,291 @@
-"""PrefectDbtOrchestrator: each dbt node a real Prefect task, on the flow's task runner.
+"""PrefectDbtOrchestrator: Prefect runs the dbt DAG, wave by wave or node by node.
 
-Planning happens once, in the flow (preparation.py): dbt parses the project and resolves
-select/exclude itself (``dbt ls`` on the parsed manifest), and plan.py turns that into the
-DAG of nodes to run. Every node is then submitted to the flow's task runner with
-``wait_for`` on its upstream nodes, so a node starts as soon as its parents finish. The
-project's on-run-start and on-run-end hooks run in one task each, before and after.
-
-On the worker (worker.py, warm_project.py) a node costs its SQL: each worker process
-keeps a warm dbt session per project, set up by the first node it runs. Task-run names,
-states, logs, assets and the failure summary come from the same code as the runner's.
+Planning happens once, in the flow's process (preparation.py): dbt parses the project
+(or a given manifest is read) and resolves select/exclude itself, and plan.py turns that
+into the DAG of nodes to run. Then:
+- PER_WAVE (per_wave.py, the default): one dbt invocation per wave, in this process;
+- PER_NODE (per_node.py): one task per node on a task runner, each worker process with
+  a warm dbt session.
+Either way every node is its own task run with its logs, state and assets, and the
+build's results come back in the official format (results.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import datetime as dt
 import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+import yaml
 from prefect.context import FlowRunContext
-from prefect.futures import as_completed, wait
-from prefect.logging import get_run_logger
 
-from dbt_prefect.errors import OrchestratorUsageError
-from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import ERROR, SUCCESS, is_failure
+from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
+from dbt_prefect.model.nodes import FinishedNode, NodeCatalog
+from dbt_prefect.model.statuses import SKIPPED
 from dbt_prefect.model.translator import DbtPrefectTranslator
+from dbt_prefect.orchestrator.cli_args import validate_extra_cli_args
 from dbt_prefect.orchestrator.concurrency import check_concurrency_limit, concurrency_limit
-from dbt_prefect.orchestrator.plan import TEST_STRATEGIES, BuildPlan
-from dbt_prefect.orchestrator.preparation import BuildOptions, prepare_build
-from dbt_prefect.orchestrator.results import AllowFailure, BuildResult, HookRecord, NodeResult
-from dbt_prefect.orchestrator.warm_project import ProjectSpec
-from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome, flush_prefect, run_hooks, run_node
-from dbt_prefect.runner.failures import summarise_failures
+from dbt_prefect.orchestrator.options import (
+    CacheConfig,
+    ExecutionMode,
+    TestStrategy,
+    as_execution_mode,
+    as_test_strategy,
+    check_combination,
+)
+from dbt_prefect.orchestrator.per_node import PerNodeBuild, dbt_hooks
+from dbt_prefect.orchestrator.per_wave import WaveOptions, node_of, run_waves
+from dbt_prefect.orchestrator.plan import BuildPlan, NodeGraph, preview
+from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, prepare_build
+from dbt_prefect.orchestrator.results import BuildResult, HookRecord, NodeResult
+from dbt_prefect.orchestrator.run_results import NodeRunRecord, record_from_dbt_result, write_run_results
+from dbt_prefect.orchestrator.worker import NodeOptions
+from dbt_prefect.runner.failures import failure_lines
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import check_project
 from dbt_prefect.runner.readback import wait_until_recorded
+from dbt_prefect.runner.recorder import RunRecorder
+from dbt_prefect.runner.report.publish import publish_run_report
+from dbt_prefect.runner.target import RunTarget
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
 
 
-# --------------------------------------------------------------------------------------
-# The node task
-# --------------------------------------------------------------------------------------
-
-
-@task(name="dbt node", persist_result=False, cache_policy=NO_CACHE)
-def dbt_node(
-    spec: ProjectSpec,
-    unique_id: str,
-    upstream: list[Any],
-    upstream_ids: list[str],
-    options: NodeOptions,
-) -> Any:
-    """One dbt node, run on whichever worker the task runner picks."""
-    return run_node(spec, unique_id, upstream, upstream_ids, options)
-
-
-@task(name="dbt hooks", persist_result=False, cache_policy=NO_CACHE)
-def dbt_hooks(spec: ProjectSpec, hook_type: str, upstream: list[Any], upstream_ids: list[str]) -> Any:
-    """The project's on-run-start hooks before the first node, or its on-run-end hooks after the last."""
-    return run_hooks(spec, hook_type, upstream, upstream_ids)
-
-
-# --------------------------------------------------------------------------------------
-# The orchestrator
-# --------------------------------------------------------------------------------------
-
-
 class PrefectDbtOrchestrator(HookRegistration):
-    """Run ``dbt build`` node by node, each node a Prefect task on the flow's task runner.
+    """Run ``dbt build`` with Prefect driving the DAG: per wave (one dbt invocation per
+    wave, in the flow's process) or per node (one task per node on a task runner).
 
-    Call ``run_build`` inside a flow. The flow's task runner decides where nodes run:
-    ThreadPoolTaskRunner (nodes take turns in the flow's process: dbt is not thread-safe),
-    ProcessPoolTaskRunner (parallel local processes), or prefect-dask's DaskTaskRunner for
-    parallel worker processes, local or remote. Each process keeps a warm dbt session.
+    The parameters are the official prefect-dbt orchestrator's; ``ship_project``,
+    ``record_timeout_seconds`` and ``translator`` are dbt-prefect's own.
     """
 
     def __init__(
         self,
         settings: PrefectDbtSettings | None = None,
+        manifest_path: Path | None = None,
+        executor: Any = None,
+        threads: int | None = None,
+        state_path: Path | None = None,
+        defer: bool = False,
+        defer_state_path: Path | None = None,
+        favor_state: bool = False,
+        execution_mode: ExecutionMode = ExecutionMode.PER_WAVE,
         retries: int = 0,
-        retry_delay_seconds: float | list[float] = 0,
-        concurrency: int | str | None = None,
-        test_strategy: str = "immediate",
-        raise_on_failure: bool = True,
+        retry_delay_seconds: int | float | list[float] = 30,
+        concurrency: str | int | None = None,
+        task_runner_type: type | None = None,
+        cache: CacheConfig | None = None,
+        test_strategy: TestStrategy = TestStrategy.IMMEDIATE,
+        create_summary_artifact: bool = True,
         include_compiled_code: bool = False,
+        write_run_results: bool = False,
         disable_assets: bool = False,
+        raise_on_failure: bool = True,
+        *,
         ship_project: bool = False,
         record_timeout_seconds: float = 60.0,
         translator: DbtPrefectTranslator | None = None,
     ) -> None:
-        if test_strategy not in TEST_STRATEGIES:
+        if executor is not None:
             raise OrchestratorUsageError(
-                f"test_strategy must be one of {', '.join(TEST_STRATEGIES)}, not {test_strategy!r}"
+                "dbt-prefect runs dbt Core in the flow's process or on the task runner's workers; it has no "
+                "executor= (the dbt Cloud executor is not supported). Leave executor unset."
             )
-        if isinstance(concurrency, bool) or (isinstance(concurrency, int) and concurrency < 1):
-            raise OrchestratorUsageError(
-                f"concurrency must be a positive integer or the name of a Prefect global concurrency limit, not {concurrency!r}"
-            )
-        self.settings = settings if settings is not None else PrefectDbtSettings()
+        self.execution_mode = as_execution_mode(execution_mode)
+        self.test_strategy = as_test_strategy(test_strategy)
+        check_combination(self.execution_mode, retries, cache, concurrency)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise OrchestratorUsageError(f"threads must be a positive integer, not {threads!r}")
+        self.settings = (settings if settings is not None else PrefectDbtSettings()).model_copy()
+        self.manifest_path = Path(manifest_path) if manifest_path is not None else None
+        self.threads = threads
+        self.state_path = state_path
+        self.defer = defer
+        self.defer_state_path = defer_state_path
+        self.favor_state = favor_state
         self.retries = retries
         self.retry_delay_seconds = retry_delay_seconds
         self.concurrency = concurrency
-        self.test_strategy = test_strategy
-        self.raise_on_failure = raise_on_failure
+        self.task_runner_type = task_runner_type
+        self.cache = cache
+        self.create_summary_artifact = create_summary_artifact
         self.include_compiled_code = include_compiled_code
+        self.write_run_results = write_run_results
         self.disable_assets = disable_assets
+        self.raise_on_failure = raise_on_failure
         # Ship the project files with every node task instead of reading a shared path.
         self.ship_project = ship_project
         self.record_timeout_seconds = record_timeout_seconds
         self.translator = translator if translator is not None else DbtPrefectTranslator()
-        self.last_plan: BuildPlan | None = None
+        self.last_plan: NodeGraph | None = None
         # Lifecycle hooks (@orchestrator.on_run_start, .post_model, .on_run_end), as the runner's.
         self.hooks = LifecycleHooks()
 
     # -- public ----------------------------------------------------------------------
+    def plan(
+        self,
+        select: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        full_refresh: bool = False,
+        only_fresh_sources: bool = False,
+        target: str | None = None,
+        extra_cli_args: Sequence[str] | None = None,
+    ) -> BuildPlan:
+        """What run_build would run, in waves, without running any node."""
+        prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, None)
+        return preview(prepared.plan, dict(prepared.stale), self.execution_mode is ExecutionMode.PER_WAVE)
+
     def run_build(
         self,
         select: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         full_refresh: bool = False,
+        only_fresh_sources: bool = False,
         target: str | None = None,
+        extra_cli_args: Sequence[str] | None = None,
+        *,
         vars: dict[str, Any] | None = None,
     ) -> BuildResult:
-        """Plan the build, run every node as a task, wait for all of them; return the results."""
+        """Plan the build, run every node, and return the results dict (unique_id -> result)."""
         flow_ctx = FlowRunContext.get()
-        if flow_ctx is None or flow_ctx.flow_run is None:
+        in_flow = flow_ctx is not None and flow_ctx.flow_run is not None
+        if self.execution_mode is ExecutionMode.PER_NODE and not in_flow:
             raise OrchestratorUsageError(
-                "PrefectDbtOrchestrator.run_build must be called inside a Prefect flow "
-                "(its nodes are tasks on the flow's task runner); use PrefectDbtRunner outside flows"
+                "PrefectDbtOrchestrator.run_build with ExecutionMode.PER_NODE must be called inside a Prefect flow "
+                "(its nodes are tasks); call it from a @flow, or use ExecutionMode.PER_WAVE"
             )
+        started = time.time()
+        prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
+        graph, catalog = prepared.plan, prepared.catalog
+        self.last_plan = graph
+        hooks = InvocationHooks(self.hooks, self, "build", prepared.request.build_args) if self.hooks else None
+        if hooks is not None:
+            hooks.start(prepared.hook_selection, lambda: catalog.manifest)
+        _logger.info(
+            "Orchestrating %d dbt nodes %s (tests: %s)",
+            len(graph.nodes),
+            "per wave" if self.execution_mode is ExecutionMode.PER_WAVE else "per node",
+            self.test_strategy.value,
+        )
+        if self.execution_mode is ExecutionMode.PER_WAVE:
+            results, hook_results = self._run_per_wave(prepared, hooks)
+        else:
+            results, hook_results = self._run_per_node(prepared, hooks, flow_ctx)
+        outcome = BuildResult(success=True, results=results, hook_results=hook_results)
+        if hooks is not None:
+            hooks.finish(outcome, outcome.results)
+        self._write_artifacts(prepared, outcome, time.time() - started)
+        counts: dict[str, int] = {}
+        for status in (r["status"] for r in outcome.values()):
+            counts[status] = counts.get(status, 0) + 1
+        _logger.info(
+            "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
+            len(outcome),
+            time.time() - started,
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
+        )
+        if not outcome.success and self.raise_on_failure:
+            lines = failure_lines(outcome.failed_results, None, "")
+            summary = "Failures detected during invocation of dbt command 'build':\n" + "\n".join(lines)
+            raise DbtBuildFailed(dict(outcome), summary if lines else "")
+        return outcome
+
+    # -- preparation -------------------------------------------------------------------
+    def _prepare(
+        self,
+        select: Any,
+        exclude: Any,
+        full_refresh: bool,
+        only_fresh_sources: bool,
+        target: str | None,
+        extra_cli_args: Sequence[str] | None,
+        vars: dict[str, Any] | None,
+    ) -> PreparedBuild:
+        extra = validate_extra_cli_args(extra_cli_args)
+        extra, vars_text = _take_vars(extra, vars)
         project_dir = Path(self.settings.project_dir).expanduser().resolve()
         check_project(project_dir)
-        vars_text = json.dumps(vars, sort_keys=True) if vars else None
-        started = time.time()
-
-        check_concurrency_limit(self.concurrency)
+        request = BuildRequest(
+            project_dir=project_dir,
+            select=select,
+            exclude=exclude,
+            full_refresh=full_refresh,
+            target=target,
+            vars_text=vars_text,
+            state_args=tuple(self._state_args()),
+            extra_args=tuple(extra),
+            threads=self.threads,
+            only_fresh_sources=only_fresh_sources,
+            manifest_path=self.manifest_path,
+        )
         options = BuildOptions(
-            self.settings, self.test_strategy, self.ship_project, self.translator, self.hooks.selectors
+            self.settings, self.test_strategy.value, self.ship_project, self.translator, self.hooks.selectors
         )
-        prepared = prepare_build(options, project_dir, select, exclude, full_refresh, target, vars_text)
-        spec, plan, catalog = prepared.spec, prepared.plan, prepared.catalog
-        self.last_plan = plan
-        hooks = InvocationHooks(self.hooks, self, "build", _build_args(select, exclude, full_refresh, target))
-        hooks.start(prepared.hook_selection, lambda: catalog.manifest)
-        flow_logger = get_run_logger()
-        flow_logger.info(
-            "Orchestrating %d dbt nodes on %s (tests: %s)",
-            len(plan.nodes),
-            type(flow_ctx.task_runner).__name__,
-            self.test_strategy,
+        return prepare_build(options, request)
+
+    def _state_args(self) -> list[str]:
+        args: list[str] = []
+        if self.state_path is not None:
+            args += ["--state", str(self.state_path)]
+        if self.defer:
+            args.append("--defer")
+        if self.defer_state_path is not None:
+            args += ["--defer-state", str(self.defer_state_path)]
+        if self.favor_state:
+            args.append("--favor-state")
+        return args
+
+    # -- execution ---------------------------------------------------------------------
+    def _run_per_wave(
+        self, prepared: PreparedBuild, hooks: InvocationHooks | None
+    ) -> tuple[list[NodeResult], list[NodeResult]]:
+        request = prepared.request
+        options = WaveOptions(
+            project_dir=request.project_dir,
+            profiles_dir=Path(self.settings.profiles_dir).expanduser(),
+            dbt_args=request.wave_args(),
+            dbt_level=prepared.spec.log_level,
+            include_compiled_code=self.include_compiled_code,
+            disable_assets=self.disable_assets,
+            create_summary_artifact=self.create_summary_artifact,
+            record_timeout_seconds=self.record_timeout_seconds,
+            build_args=request.build_args,
         )
+        build = run_waves(
+            prepared.plan, prepared.catalog, options, hooks, self.settings.given_target_path, dict(prepared.stale)
+        )
+        hook_results: list[NodeResult] = []
+        if build.end_hooks_pending:
+            # Failures left nothing to run in the last wave, so no dbt invocation ran the
+            # project's on-run-end hooks: they run in a task of their own.
+            state = dbt_hooks.with_options(name="on-run-end", task_run_name="on-run-end")(
+                spec=prepared.spec, hook_type="on-run-end", upstream=[], upstream_ids=[], return_state=True
+            )
+            hook_results.append(
+                NodeResult(
+                    unique_id=HookRecord("on-run-end").unique_id,
+                    node=HookRecord("on-run-end"),
+                    status="error" if state.is_failed() or state.is_crashed() else "success",
+                    message=str(state.message or ""),
+                )
+            )
+        return build.results, [*build.hook_results, *hook_results]
+
+    def _run_per_node(
+        self, prepared: PreparedBuild, hooks: InvocationHooks | None, flow_ctx: Any
+    ) -> tuple[list[NodeResult], list[NodeResult]]:
+        check_concurrency_limit(self.concurrency)
+        graph, catalog = prepared.plan, prepared.catalog
+        skipped = self._record_stale(prepared, graph, catalog)
+        runnable = NodeGraph([n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types)
+        task_runner = self._task_runner(catalog)
         with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(
                 concurrency_limit=limit_name,
@@ -167,151 +293,147 @@ class PrefectDbtOrchestrator(HookRegistration):
                 disable_assets=self.disable_assets,
                 build_id=uuid.uuid4().hex,
             )
-            hook_futures: dict[str, Any] = {}
-            if "on-run-start" in plan.hook_types:
-                hook_futures["on-run-start"] = self._submit_hooks(spec, "on-run-start", {})
-            futures = self._submit(plan, spec, node_options, hook_futures.get("on-run-start"))
-            if "on-run-end" in plan.hook_types:
-                hook_futures["on-run-end"] = self._submit_hooks(spec, "on-run-end", futures)
-            if self.hooks.post_model:
-                self._post_model_hooks(hooks, plan, futures, catalog)
-            wait([*futures.values(), *hook_futures.values()])
-        result = self._collect(plan, futures, catalog)
-        result.hook_results = [self._hook_result(name, future) for name, future in hook_futures.items()]
-        result.success = result.success and not result.failed_results
-        self._wait_until_recorded(flow_ctx.task_runner, {**futures, **hook_futures}, result)
-        hooks.finish(result, result.results)
-        counts: dict[str, int] = {}
-        for r in result.results:
-            counts[r.status] = counts.get(r.status, 0) + 1
-        flow_logger.info(
-            "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
-            len(result.results),
-            time.time() - started,
-            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
-        )
-        if not result.success and self.raise_on_failure:
-            failure = summarise_failures("build", BuildResult(success=False, results=result.failed_results))
-            if failure is not None:
-                raise failure
-        return result
-
-    @staticmethod
-    def _post_model_hooks(
-        hooks: InvocationHooks, plan: BuildPlan, futures: dict[str, Any], catalog: NodeCatalog
-    ) -> None:
-        """Queue the post_model hooks of each model as its task finishes, in the flow's process."""
-        models = {futures[n.unique_id].task_run_id: n.unique_id for n in plan.nodes if n.resource_type == "model"}
-        for future in as_completed([futures[unique_id] for unique_id in models.values()]):
-            future.wait()  # as_completed may learn of the end from the server; the outcome is the runner's
-            outcome = _outcome_of(future, models[future.task_run_id])
-            entry = catalog.manifest_entry(outcome.unique_id)
-            hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
-
-    # -- execution -------------------------------------------------------------------
-    def _submit_hooks(self, spec: ProjectSpec, hook_type: str, after: dict[str, Any]) -> Any:
-        """One task for the hooks of one type; on-run-end runs after every node and sees their results."""
-        upstream_ids = list(after)
-        return dbt_hooks.with_options(name=hook_type, task_run_name=hook_type).submit(
-            spec=spec,
-            hook_type=hook_type,
-            upstream=[AllowFailure(after[u]) for u in upstream_ids],
-            upstream_ids=upstream_ids,
-        )
-
-    @staticmethod
-    def _hook_result(hook_type: str, future: Any) -> NodeResult:
-        state = future.state
-        return NodeResult(
-            unique_id=HookRecord(hook_type).unique_id,
-            node=HookRecord(hook_type),
-            status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
-            message=str(state.message or ""),
-            task_run_id=future.task_run_id,
-        )
-
-    def _submit(
-        self, plan: BuildPlan, spec: ProjectSpec, options: NodeOptions, start_hooks: Any | None = None
-    ) -> dict[str, Any]:
-        allow_failure = AllowFailure
-        futures: dict[str, Any] = {}
-        for planned in plan.nodes:
-            node_task = dbt_node.with_options(
-                name=planned.task_run_name,
-                task_run_name=planned.task_run_name,
-                retries=self.retries,
-                retry_delay_seconds=self.retry_delay_seconds,
+            build = PerNodeBuild(
+                runnable,
+                prepared.spec,
+                catalog,
+                node_options,
+                self.retries,
+                self.retry_delay_seconds,
+                self.record_timeout_seconds,
+                task_runner,
             )
-            upstream_ids = list(planned.parents)
-            # Prefect's overloads of submit() do not combine the task's parameters with wait_for.
-            futures[planned.unique_id] = node_task.submit(  # type: ignore[call-overload]
-                spec=spec,
-                unique_id=planned.unique_id,
-                # allow_failure: a child runs (and records Skipped) when a parent failed.
-                upstream=[allow_failure(futures[p]) for p in upstream_ids],
-                upstream_ids=upstream_ids,
-                options=options,
-                wait_for=[allow_failure(futures[w]) for w in planned.waits_for]
-                # Every node descends from a root, and the roots wait for on-run-start.
-                + ([allow_failure(start_hooks)] if start_hooks is not None and not planned.waits_for else []),
+            if task_runner is not None:
+                with task_runner:
+                    done = build.run(hooks, flow_ctx.task_runner)
+            else:
+                done = build.run(hooks, flow_ctx.task_runner)
+        results = {r.unique_id: r for r in [*done.results, *skipped]}
+        ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
+        if self.create_summary_artifact:
+            self._publish_report(prepared, ordered, done.hook_results)
+        return ordered, done.hook_results
+
+    def _task_runner(self, catalog: NodeCatalog) -> Any:
+        """The task runner for the node tasks, when not the flow's own."""
+        adapter = getattr(getattr(catalog.manifest, "metadata", None), "adapter_type", None)
+        if adapter == "duckdb":
+            from prefect.task_runners import ThreadPoolTaskRunner
+
+            # DuckDB allows one writing process per database file: the nodes take turns in
+            # the flow's process, where they share one database instance.
+            if self.concurrency not in (None, 1) or self.task_runner_type is not None:
+                _logger.warning(
+                    "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: "
+                    "DuckDB allows one writing process per database file (concurrency=%r and task_runner_type "
+                    "do not apply)",
+                    self.concurrency,
+                )
+            return ThreadPoolTaskRunner(max_workers=1)
+        if self.task_runner_type is None:
+            return None
+        if isinstance(self.concurrency, int):
+            return self.task_runner_type(max_workers=self.concurrency)
+        return self.task_runner_type()
+
+    def _record_stale(self, prepared: PreparedBuild, graph: NodeGraph, catalog: NodeCatalog) -> list[NodeResult]:
+        """Skipped task runs for the nodes downstream of a stale source (only_fresh_sources)."""
+        if not prepared.stale:
+            return []
+        recorder = RunRecorder(target=RunTarget.current(), catalog=catalog, threshold=logging.INFO)
+        skipped = []
+        for planned in graph.nodes:
+            reason = prepared.stale.get(planned.unique_id)
+            if reason is None:
+                continue
+            done = recorder.record_not_run(node_of(catalog, planned.unique_id), SKIPPED, reason)
+            skipped.append(
+                NodeResult(
+                    unique_id=planned.unique_id,
+                    status=SKIPPED,
+                    message=reason,
+                    node=done.node,
+                    task_run_id=done.task_run_id,
+                    reason=reason,
+                )
             )
-        return futures
+        wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
+        return skipped
 
-    def _collect(self, plan: BuildPlan, futures: dict[str, Any], catalog: NodeCatalog) -> BuildResult:
-        results: list[NodeResult] = []
-        for planned in plan.nodes:
-            future = futures[planned.unique_id]
-            outcome = _outcome_of(future, planned.unique_id)
-            fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(NodeOutcome)}
-            results.append(NodeResult(**fields, node=catalog.get(planned.unique_id), task_run_id=future.task_run_id))
-        success = not any(is_failure(r.status) for r in results)
-        return BuildResult(success=success, results=results)
+    # -- artifacts ---------------------------------------------------------------------
+    def _publish_report(self, prepared: PreparedBuild, results: list[NodeResult], hooks: list[NodeResult]) -> None:
+        """The runner's run report, for a per-node build (a per-wave build publishes its own)."""
+        target = RunTarget.current()
+        if target is None:
+            return
+        finished = {
+            r.unique_id: FinishedNode(
+                node=r.node,
+                status=r.status,
+                message=r.message,
+                task_run_id=r.task_run_id,
+                node_info=None,
+                run_result=SimpleNamespace(execution_time=r.execution_time, adapter_response={}),
+            )
+            for r in results
+        }
+        recorder = SimpleNamespace(target=target, catalog=prepared.catalog, finished=finished)
+        statuses = [SimpleNamespace(status=r.status) for r in (*results, *hooks)]
+        publish_run_report(
+            recorder,
+            command="build",
+            args=prepared.request.build_args,
+            project_dir=prepared.request.project_dir,
+            with_asset_keys=not self.disable_assets,
+            dbt_result=SimpleNamespace(result=SimpleNamespace(results=statuses), exception=None),
+        )
 
-    def _wait_until_recorded(self, task_runner: Any, futures: dict[str, Any], result: BuildResult) -> None:
-        """Every task run terminal and every asset event stored on the server, as the runner promises."""
-        client = _dask_client(task_runner)
-        if client is not None:
-            try:
-                client.run(flush_prefect, self.record_timeout_seconds)
-            except Exception as exc:
-                _logger.debug("could not flush Prefect events on the Dask workers: %s", exc)
-        task_run_ids = [f.task_run_id for f in futures.values()]
-        event_ids = [e for r in result.results for e in r.asset_event_ids]
-        wait_until_recorded(task_run_ids, event_ids, self.record_timeout_seconds)
+    def _write_artifacts(self, prepared: PreparedBuild, outcome: BuildResult, elapsed: float) -> None:
+        if not self.write_run_results:
+            return
+        request = prepared.request
+        target_path = Path(self.settings.target_path)
+        target_dir = target_path if target_path.is_absolute() else request.project_dir / target_path
+        records = [
+            record_from_dbt_result(r.run_result)
+            if r.run_result is not None
+            else NodeRunRecord(
+                unique_id=r.unique_id,
+                status=r.status,
+                message=r.message or None,
+                started_at=_utc(r.ran_from or r.started),
+                completed_at=_utc(r.ran_to or r.finished),
+                execution_time=r.execution_time,
+            )
+            for r in outcome.results
+        ]
+        path = write_run_results(
+            target_dir, records, elapsed_seconds=elapsed, invocation_args=request.invocation_args()
+        )
+        _logger.info("run_results.json written to %s", path)
 
 
-def _outcome_of(future: Any, unique_id: str = "") -> NodeOutcome:
-    """What a node task reported; a task that died or whose result cannot be read is an error."""
-    state = future.state
-    outcome: Any = None
-    try:
-        outcome = state.result(raise_on_failure=False)
-    except Exception as exc:  # a worker that died, a result that cannot be read
-        outcome = exc
-    if isinstance(outcome, NodeOutcome):
-        return outcome
-    message = str(state.message or outcome or "the node task did not finish")
-    return NodeOutcome(unique_id=unique_id, status=ERROR, message=message)
+def _utc(timestamp: float) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
 
 
-def _build_args(select: Any, exclude: Any, full_refresh: bool, target: str | None) -> tuple[str, ...]:
-    """The dbt command line the build stands for, as hooks see it in ``ctx.args``."""
-    args = ["build"]
-    for flag, value in (("--select", select), ("--exclude", exclude)):
-        if value:
-            args += [flag, *([value] if isinstance(value, str) else list(value))]
-    if full_refresh:
-        args.append("--full-refresh")
-    if target:
-        args += ["--target", target]
-    return tuple(args)
-
-
-def _dask_client(task_runner: Any) -> Any:
-    """The distributed.Client of a prefect-dask DaskTaskRunner, else None."""
-    if type(task_runner).__name__ != "DaskTaskRunner":
-        return None
-    try:
-        return task_runner.client
-    except Exception:
-        return None
+def _take_vars(extra: list[str], vars: dict[str, Any] | None) -> tuple[list[str], str | None]:
+    """``--vars`` out of the extra arguments, merged with run_build's own ``vars``."""
+    kept: list[str] = []
+    merged: dict[str, Any] = {}
+    tokens = iter(extra)
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if name != "--vars":
+            kept.append(token)
+            continue
+        text = value if eq else next(tokens, "")
+        try:
+            parsed = yaml.safe_load(text) if text else {}
+        except Exception as exc:
+            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not YAML or JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not a mapping: {text!r}")
+        merged.update(parsed)
+    merged.update(vars or {})
+    return kept, json.dumps(merged, sort_keys=True) if merged else None

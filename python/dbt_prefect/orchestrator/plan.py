@@ -1,4 +1,4 @@
-"""The orchestrator's plan: which dbt nodes run, and what each waits for.
+"""The orchestrator's plan: which dbt nodes run, what each waits for, and in which wave.
 
 Built from the manifest dbt parsed once, in the flow: the selected seeds, models and
 snapshots, with ephemeral models folded away (their parents become the children's
@@ -6,6 +6,9 @@ parents), and the tests placed by the test strategy:
 - ``immediate``: a model's tests run right after it and gate its children, as in ``dbt build``;
 - ``deferred``: every test after every model, seed and snapshot;
 - ``skip``: no tests.
+
+``NodeGraph`` is the plan the orchestrator runs; ``BuildPlan`` is what ``plan()`` shows a
+user: the graph cut into waves (a node's wave is one after the last wave it waits for).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class PlannedNode:
     unique_id: str
     task_run_name: str
     resource_type: str
+    materialization: str | None = None
+    # A unit test: the model it tests.
+    attached_to: str | None = None
     # Nodes whose results decide whether this one runs or is skipped.
     parents: tuple[str, ...] = ()
     # Nodes it waits for: the parents, plus (immediate) the tests that gate them, or
@@ -34,7 +40,7 @@ class PlannedNode:
 
 
 @dataclass
-class BuildPlan:
+class NodeGraph:
     nodes: list[PlannedNode]  # in an order where every node comes after what it waits for
     # "on-run-start" and/or "on-run-end", when the project (or a package) defines such hooks.
     hook_types: tuple[str, ...] = ()
@@ -42,8 +48,101 @@ class BuildPlan:
     def by_id(self) -> dict[str, PlannedNode]:
         return {n.unique_id: n for n in self.nodes}
 
+    def waves(self, unit_tests_with_their_model: bool = False) -> list[list[PlannedNode]]:
+        """The nodes by wave: each node one wave after the last node it waits for.
 
-def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> BuildPlan:
+        ``unit_tests_with_their_model``: a unit test in its model's wave, just before the
+        model, for one ``dbt build`` per wave (dbt build runs a unit test only together
+        with its model)."""
+        ids = {n.unique_id for n in self.nodes}
+        riders: dict[str, list[PlannedNode]] = {}
+        if unit_tests_with_their_model:
+            for node in self.nodes:
+                if node.resource_type == "unit_test" and node.attached_to in ids:
+                    riders.setdefault(node.attached_to, []).append(node)
+        riding = {n.unique_id for group in riders.values() for n in group}
+        wave_of: dict[str, int] = {}
+        waves: list[list[PlannedNode]] = []
+        for node in self.nodes:  # topological: what a node waits for has its wave already
+            if node.unique_id in riding:
+                continue
+            waits = [w for w in node.waits_for if w in wave_of and w not in riding]
+            waits += [w for rider in riders.get(node.unique_id, ()) for w in rider.waits_for if w in wave_of]
+            number = 1 + max((wave_of[w] for w in waits), default=-1)
+            wave_of[node.unique_id] = number
+            if number == len(waves):
+                waves.append([])
+            waves[number] += [*riders.get(node.unique_id, ()), node]
+        return waves
+
+
+@dataclass(frozen=True)
+class ExecutionWave:
+    wave_number: int
+    nodes: tuple[PlannedNode, ...]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What run_build would run, from ``PrefectDbtOrchestrator.plan()``; nothing has run.
+
+    ``skipped_nodes`` holds the selected nodes that would be skipped before running
+    (downstream of a stale source with ``only_fresh_sources``), each with its reason;
+    ``cache_predictions`` is None unless caching is configured.
+    """
+
+    waves: tuple[ExecutionWave, ...]
+    node_count: int
+    cache_predictions: dict[str, str] | None
+    skipped_nodes: dict[str, dict[str, Any]]
+    estimated_parallelism: int
+
+    def __str__(self) -> str:
+        lines = [
+            f"BuildPlan: {self.node_count} node(s) in {len(self.waves)} wave(s)"
+            f"  |  max parallelism = {self.estimated_parallelism}",
+            "",
+        ]
+        predictions = self.cache_predictions or {}
+        for wave in self.waves:
+            lines.append(f"  Wave {wave.wave_number} ({len(wave.nodes)} node(s)):")
+            for node in wave.nodes:
+                kind = ", ".join(part for part in (node.resource_type, node.materialization) if part)
+                line = f"    - {node.unique_id} [{kind}]"
+                if node.unique_id in predictions:
+                    line += f" (cache: {predictions[node.unique_id]})"
+                lines.append(line)
+        if predictions:
+            counted = {p: sum(1 for v in predictions.values() if v == p) for p in ("hit", "miss", "excluded")}
+            lines += [
+                "",
+                f"  Cache: {counted['hit']} hit(s), {counted['miss']} miss(es), {counted['excluded']} excluded",
+            ]
+        if self.skipped_nodes:
+            lines += ["", f"  Skipped ({len(self.skipped_nodes)}):"]
+            lines += [f"    - {uid}: {info.get('reason', 'unknown')}" for uid, info in self.skipped_nodes.items()]
+        return "\n".join(lines)
+
+
+def preview(
+    graph: NodeGraph, skipped: dict[str, str], per_wave: bool, cache_predictions: dict[str, str] | None = None
+) -> BuildPlan:
+    """The BuildPlan of a graph: the waves of the nodes that would run, and those skipped."""
+    runnable = NodeGraph([n for n in graph.nodes if n.unique_id not in skipped], graph.hook_types)
+    waves = tuple(
+        ExecutionWave(number, tuple(nodes))
+        for number, nodes in enumerate(runnable.waves(unit_tests_with_their_model=per_wave))
+    )
+    return BuildPlan(
+        waves=waves,
+        node_count=sum(len(w.nodes) for w in waves),
+        cache_predictions=cache_predictions,
+        skipped_nodes={uid: {"status": "skipped", "reason": reason} for uid, reason in skipped.items()},
+        estimated_parallelism=max((len(w.nodes) for w in waves), default=0),
+    )
+
+
+def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> NodeGraph:
     """The DAG of one build, from the node records (ephemerals folded by catalog.parents)."""
     if test_strategy not in TEST_STRATEGIES:
         raise OrchestratorUsageError(
@@ -120,12 +219,14 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Bui
             unique_id=uid,
             task_run_name=node.task_run_name,
             resource_type=node.resource_type,
+            materialization=None if node.resource_type in _TESTS else node.materialized,
+            attached_to=node.attached_node if node.resource_type == "unit_test" else None,
             parents=decided_by(uid),
             waits_for=tuple(sorted(waits[uid])),
         )
         for uid, node in {**nodes, **tests}.items()
     }
-    return BuildPlan(nodes=_topological(planned))
+    return NodeGraph(nodes=_topological(planned))
 
 
 def _ancestors(parents: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:

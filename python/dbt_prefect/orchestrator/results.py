@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
-from dbt_prefect.model.statuses import is_failure
+from dbt_prefect.model.statuses import Outcome, classify, is_failure
 from dbt_prefect.orchestrator.worker import NodeOutcome
+
+# The statuses of the official results dict.
+SUCCESS_STATUS, CACHED_STATUS, ERROR_STATUS, SKIPPED_STATUS = "success", "cached", "error", "skipped"
+
+
+def official_status(dbt_status: str, cached: bool = False) -> str:
+    """A node's dbt status in the official result format: success, cached, error or skipped."""
+    if cached:
+        return CACHED_STATUS
+    outcome = classify(dbt_status).outcome
+    if outcome is Outcome.FAILED:
+        return ERROR_STATUS
+    if outcome is Outcome.SKIPPED:
+        return SKIPPED_STATUS
+    return SUCCESS_STATUS
+
+
+def _iso(timestamp: float) -> str | None:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat() if timestamp else None
 
 
 @dataclass
@@ -20,6 +40,44 @@ class NodeResult(NodeOutcome):
 
     node: Any = None  # the DbtNode record (a HookRecord for hooks)
     task_run_id: uuid.UUID | None = None
+    # The dbt invocation that ran it: {"command": "build", "args": [...]}.
+    invocation: dict[str, Any] | None = None
+    # A skipped node: why, and the failed nodes upstream of it.
+    reason: str | None = None
+    failed_upstream: tuple[str, ...] = ()
+    cached: bool = False
+    # dbt's own RunResult, when a dbt invocation in the flow's process ran the node (per wave).
+    run_result: Any = None
+
+    @property
+    def official_status(self) -> str:
+        return official_status(self.status, self.cached)
+
+    def as_official(self) -> dict[str, Any]:
+        """This result in the official format, plus dbt's own status and the task run."""
+        status = self.official_status
+        result: dict[str, Any] = {"status": status}
+        if status in (SUCCESS_STATUS, ERROR_STATUS) and (self.ran_from or self.started):
+            started = self.ran_from or self.started
+            completed = self.ran_to or self.finished
+            result["timing"] = {
+                "started_at": _iso(started),
+                "completed_at": _iso(completed),
+                "duration_seconds": round(max(completed - started, 0.0), 6),
+                "execution_time": self.execution_time,
+            }
+        if self.invocation is not None and status != SKIPPED_STATUS:
+            result["invocation"] = self.invocation
+        if status == ERROR_STATUS:
+            kind = "DbtTestFailure" if self.status == "fail" else "DbtNodeError"
+            result["error"] = {"message": self.message or f"dbt reported {self.status}", "type": kind}
+        if status == SKIPPED_STATUS:
+            result["reason"] = self.reason or self.message or "upstream failure"
+            result["failed_upstream"] = list(self.failed_upstream)
+        result["dbt_status"] = self.status
+        if self.task_run_id is not None:
+            result["task_run_id"] = str(self.task_run_id)
+        return result
 
 
 @dataclass(frozen=True)
@@ -38,18 +96,28 @@ class HookRecord:
         return self.name
 
 
-@dataclass
-class BuildResult:
-    """What run_build returns: ``success`` and ``results``, like a dbtRunnerResult's.
+class BuildResult(dict[str, dict[str, Any]]):
+    """What run_build returns: the official results dict, ``unique_id`` -> result, each
+    with its ``status`` (success, cached, error or skipped) and, as they apply, ``timing``,
+    ``invocation``, ``error``, ``reason`` and ``failed_upstream``.
 
-    ``results`` holds the nodes; ``hook_results`` the on-run-start/end hooks, when the
-    project has any (a failed hook fails the build, as in dbt).
+    It also carries dbt-prefect's richer view: ``success``, ``results`` (NodeResult, with
+    dbt's own status, message and task run) and ``hook_results`` for the project's
+    on-run-start/end hooks (a failed hook fails the build, as in dbt).
     """
 
-    success: bool
-    results: list[NodeResult] = field(default_factory=list)
-    exception: BaseException | None = None
-    hook_results: list[NodeResult] = field(default_factory=list)
+    def __init__(
+        self,
+        success: bool,
+        results: Iterable[NodeResult] = (),
+        exception: BaseException | None = None,
+        hook_results: Iterable[NodeResult] = (),
+    ) -> None:
+        self.results = list(results)
+        self.hook_results = list(hook_results)
+        super().__init__((r.unique_id, r.as_official()) for r in self.results)
+        self.success = success and not self.failed_results
+        self.exception = exception
 
     @property
     def result(self) -> BuildResult:

@@ -26,6 +26,7 @@ from typing import Any
 
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
+from dbt.contracts.state import PreviousState
 
 from dbt_prefect._compat.dbt_session import NodeSession
 from dbt_prefect.errors import DbtCommandFailed
@@ -80,6 +81,9 @@ class ProjectSpec:
     archive: bytes | None = None  # the project as a .tar.gz, when it is shipped with the task
     # Names and keys on the worker (pickled with the spec; None: the defaults).
     translator: DbtPrefectTranslator | None = None
+    # --state/--defer/--defer-state/--favor-state, and run_build's extra_cli_args.
+    state_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         shipped = f", archive={len(self.archive)} bytes" if self.archive else ""
@@ -202,6 +206,8 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, float | None]:
         # (run_hooks), never with a node: keep them out of this worker's manifest.
         for unique_id in [u for u, n in manifest.nodes.items() if resource_type(n) == "operation"]:
             project.hooks[unique_id] = manifest.nodes.pop(unique_id)
+        if "--defer" in spec.state_args:
+            _merge_deferred_state(manifest, spec.state_args, project_dir)
         project.manifest = manifest
         project.catalog = NodeCatalog(manifest, spec.translator)
         with secret_environment(spec.secret_env):
@@ -217,6 +223,20 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, float | None]:
     return project, time.perf_counter() - started
 
 
+def _merge_deferred_state(manifest: Manifest, state_args: tuple[str, ...], project_dir: Path) -> None:
+    """What dbt build does with --defer: the selected nodes' parents that are not built
+    here resolve to the relations of the state's manifest (the warm session runs nodes
+    without dbt's task set-up, which would otherwise do this)."""
+    flag = "--defer-state" if "--defer-state" in state_args else "--state"
+    if flag not in state_args:
+        return
+    state_dir = Path(state_args[state_args.index(flag) + 1])
+    previous = PreviousState(state_path=state_dir, target_path=state_dir, project_root=project_dir)
+    if previous.manifest is None:
+        raise DbtCommandFailed(f"defer=True, but there is no manifest.json in the state path {state_dir}")
+    manifest.merge_from_artifact(other=previous.manifest)
+
+
 def _session_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
     # No manifest.json/run_results.json per node; no relation-cache warm-up of the whole
     # project: the materializations list a schema when they first need it.
@@ -228,6 +248,8 @@ def _session_args(spec: ProjectSpec, project: WarmProject) -> list[str]:
         "1",
         "--log-level",
         "none",
+        *spec.state_args,
+        *spec.extra_args,
     ]
 
 

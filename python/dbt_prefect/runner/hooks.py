@@ -233,6 +233,10 @@ class InvocationHooks:
     def selectors(self) -> tuple[str, ...]:
         return self._hooks.selectors
 
+    @property
+    def has_post_model(self) -> bool:
+        return bool(self._hooks.post_model)
+
     def start(self, slot_selected: Mapping[str, frozenset[str]], manifest: Callable[[], Any]) -> None:
         """Fire on_run_start; from now on, post_model hooks run on their own thread.
 

@@ -218,6 +218,35 @@ class RunRecorder:
         if self._on_node_finished is not None:
             self._on_node_finished(finished, state)
 
+    def record_not_run(self, node: DbtNode, status: str, message: str) -> FinishedNode:
+        """A node the orchestrator decided not to hand to dbt (a failed parent in an earlier
+        wave, a stale source): one task run, created in its terminal state.
+
+        Call it while the recorder thread is stopped (between two dbt invocations)."""
+        now = time.time()
+        task_run_id = None
+        state: State | None = None
+        if self.target is not None:
+            task_run = self._new_task_run(node, now)
+            run = _NodeRun(node, task_run, self._task_log_extra(task_run, node), now)
+            self._runs[node.unique_id] = run
+            self.task_run_ids.append(task_run.id)
+            state = prefect_state(status, self._scrub(message), now)
+            self._set_state(run, state)
+            task_run_id = task_run.id
+        finished = FinishedNode(
+            node=node,
+            status=status,
+            message=self._scrub(message),
+            task_run_id=task_run_id,
+            node_info=None,
+            run_result=None,
+        )
+        self.finished[node.unique_id] = finished
+        if self._on_node_finished is not None:
+            self._on_node_finished(finished, state)
+        return finished
+
     # -- the dbt package's records -------------------------------------------------------
     def _record(self, msg: Any) -> None:
         """A line the dbt package logged for the runner; kept, never logged as such."""

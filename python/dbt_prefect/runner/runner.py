@@ -141,7 +141,7 @@ class PrefectDbtRunner(HookRegistration):
             catalog=catalog,
             threshold=threshold,
             scrub=scrub,
-            on_node_finished=_node_finished_listener(emitter, hooks, catalog),
+            on_node_finished=node_finished_listener(emitter, hooks, catalog),
         )
         # Paths go on the command line: dbt validates its path defaults while parsing,
         # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
@@ -219,7 +219,7 @@ class PrefectDbtRunner(HookRegistration):
         return result
 
 
-def _node_finished_listener(
+def node_finished_listener(
     emitter: AssetEmitter | None, hooks: InvocationHooks | None, catalog: NodeCatalog
 ) -> Callable[[FinishedNode, State | None], None] | None:
     """What the recorder calls when a node finished: asset events, then post_model hooks."""
@@ -234,8 +234,13 @@ def _node_finished_listener(
             finished.status,
             finished.message,
             lambda: {
-                "node_info": MessageToDict(finished.node_info, preserving_proto_field_name=True),
-                "run_result": MessageToDict(finished.run_result, preserving_proto_field_name=True),
+                # A node the orchestrator skipped before dbt saw it has neither.
+                "node_info": MessageToDict(finished.node_info, preserving_proto_field_name=True)
+                if finished.node_info is not None
+                else {},
+                "run_result": MessageToDict(finished.run_result, preserving_proto_field_name=True)
+                if finished.run_result is not None
+                else {"status": finished.status, "message": finished.message},
             },
         )
 

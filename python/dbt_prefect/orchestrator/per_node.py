@@ -1,0 +1,217 @@
+"""PER_NODE execution: each dbt node a Prefect task on a task runner.
+
+Every node is submitted with ``wait_for`` on what it waits for in the plan, so a node
+starts as soon as its parents finish. The project's on-run-start and on-run-end hooks
+run in one task each, before and after. On the worker (worker.py, warm_project.py) a
+node costs its SQL: each worker process keeps a warm dbt session per project.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed, wait
+
+from dbt_prefect.model.nodes import NodeCatalog
+from dbt_prefect.model.statuses import ERROR, SUCCESS, is_failure
+from dbt_prefect.orchestrator.plan import NodeGraph
+from dbt_prefect.orchestrator.results import AllowFailure, HookRecord, NodeResult
+from dbt_prefect.orchestrator.warm_project import ProjectSpec
+from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome, flush_prefect, node_selector, run_hooks, run_node
+from dbt_prefect.runner.hooks import InvocationHooks
+from dbt_prefect.runner.readback import wait_until_recorded
+
+
+@task(name="dbt node", persist_result=False, cache_policy=NO_CACHE)
+def dbt_node(
+    spec: ProjectSpec,
+    unique_id: str,
+    upstream: list[Any],
+    upstream_ids: list[str],
+    options: NodeOptions,
+) -> Any:
+    """One dbt node, run on whichever worker the task runner picks."""
+    return run_node(spec, unique_id, upstream, upstream_ids, options)
+
+
+@task(name="dbt hooks", persist_result=False, cache_policy=NO_CACHE)
+def dbt_hooks(spec: ProjectSpec, hook_type: str, upstream: list[Any], upstream_ids: list[str]) -> Any:
+    """The project's on-run-start hooks before the first node, or its on-run-end hooks after the last."""
+    return run_hooks(spec, hook_type, upstream, upstream_ids)
+
+
+@dataclass
+class NodeBuild:
+    results: list[NodeResult]
+    hook_results: list[NodeResult]
+
+
+@dataclass
+class PerNodeBuild:
+    """One orchestrated build's nodes, submitted to ``submitter`` (a task runner, or None
+    for the flow's own)."""
+
+    graph: NodeGraph
+    spec: ProjectSpec
+    catalog: NodeCatalog
+    options: NodeOptions
+    retries: int
+    retry_delay_seconds: Any
+    record_timeout_seconds: float
+    task_runner: Any = None  # a started task runner of task_runner_type, else the flow's
+
+    def run(self, hooks: InvocationHooks | None, flow_task_runner: Any) -> NodeBuild:
+        graph = self.graph
+        hook_futures: dict[str, Any] = {}
+        if "on-run-start" in graph.hook_types:
+            hook_futures["on-run-start"] = self._submit_hooks("on-run-start", {})
+        futures = self._submit(hook_futures.get("on-run-start"))
+        if "on-run-end" in graph.hook_types:
+            hook_futures["on-run-end"] = self._submit_hooks("on-run-end", futures)
+        if hooks is not None and hooks.has_post_model:
+            self._post_model_hooks(hooks, futures)
+        wait([*futures.values(), *hook_futures.values()])
+        results = self._collect(futures)
+        hook_results = [_hook_result(name, future) for name, future in hook_futures.items()]
+        self._wait_until_recorded(self.task_runner or flow_task_runner, {**futures, **hook_futures}, results)
+        return NodeBuild(results, hook_results)
+
+    def _submit_task(self, node_task: Any, parameters: dict[str, Any], wait_for: list[Any]) -> Any:
+        if self.task_runner is None:
+            return node_task.submit(**parameters, wait_for=wait_for)
+        return self.task_runner.submit(node_task, parameters=parameters, wait_for=wait_for)
+
+    def _submit_hooks(self, hook_type: str, after: dict[str, Any]) -> Any:
+        """One task for the hooks of one type; on-run-end runs after every node and sees their results."""
+        upstream_ids = list(after)
+        hook_task = dbt_hooks.with_options(name=hook_type, task_run_name=hook_type)
+        parameters = {
+            "spec": self.spec,
+            "hook_type": hook_type,
+            "upstream": [AllowFailure(after[u]) for u in upstream_ids],
+            "upstream_ids": upstream_ids,
+        }
+        return self._submit_task(hook_task, parameters, [])
+
+    def _submit(self, start_hooks: Any | None) -> dict[str, Any]:
+        futures: dict[str, Any] = {}
+        for planned in self.graph.nodes:
+            node_task = dbt_node.with_options(
+                name=planned.task_run_name,
+                task_run_name=planned.task_run_name,
+                retries=self.retries,
+                retry_delay_seconds=self.retry_delay_seconds,
+            )
+            upstream_ids = list(planned.parents)
+            parameters = {
+                "spec": self.spec,
+                "unique_id": planned.unique_id,
+                # allow_failure: a child runs (and records Skipped) when a parent failed.
+                "upstream": [AllowFailure(futures[p]) for p in upstream_ids],
+                "upstream_ids": upstream_ids,
+                "options": self.options,
+            }
+            wait_for = [AllowFailure(futures[w]) for w in planned.waits_for]
+            # Every node descends from a root, and the roots wait for on-run-start.
+            if start_hooks is not None and not planned.waits_for:
+                wait_for.append(AllowFailure(start_hooks))
+            futures[planned.unique_id] = self._submit_task(node_task, parameters, wait_for)
+        return futures
+
+    def _post_model_hooks(self, hooks: InvocationHooks, futures: dict[str, Any]) -> None:
+        """Queue the post_model hooks of each model as its task finishes, in the flow's process."""
+        models = {futures[n.unique_id].task_run_id: n.unique_id for n in self.graph.nodes if n.resource_type == "model"}
+        for future in as_completed([futures[unique_id] for unique_id in models.values()]):
+            future.wait()  # as_completed may learn of the end from the server; the outcome is the runner's
+            outcome = outcome_of(future, models[future.task_run_id])
+            entry = self.catalog.manifest_entry(outcome.unique_id)
+            hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
+
+    def _collect(self, futures: dict[str, Any]) -> list[NodeResult]:
+        results: list[NodeResult] = []
+        outcomes: dict[str, NodeOutcome] = {}
+        failed_upstream: dict[str, tuple[str, ...]] = {}
+        for planned in self.graph.nodes:  # topological: parents first
+            future = futures[planned.unique_id]
+            outcome = outcomes[planned.unique_id] = outcome_of(future, planned.unique_id)
+            if outcome.status == "skipped":
+                failed_upstream[planned.unique_id] = _failed_upstream(planned.parents, outcomes, failed_upstream)
+            fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(NodeOutcome)}
+            entry = self.catalog.manifest_entry(planned.unique_id)
+            invocation = {"command": "build", "args": [node_selector(entry)]} if entry is not None else None
+            results.append(
+                NodeResult(
+                    **fields,
+                    node=self.catalog.get(planned.unique_id),
+                    task_run_id=future.task_run_id,
+                    invocation=invocation,
+                    reason=outcome.message if outcome.status == "skipped" else None,
+                    failed_upstream=failed_upstream.get(planned.unique_id, ()),
+                )
+            )
+        return results
+
+    def _wait_until_recorded(self, task_runner: Any, futures: dict[str, Any], results: list[NodeResult]) -> None:
+        """Every task run terminal and every asset event stored on the server, as the runner promises."""
+        client = _dask_client(task_runner)
+        if client is not None:
+            try:
+                client.run(flush_prefect, self.record_timeout_seconds)
+            except Exception:  # a worker that died has nothing left to flush
+                pass
+        task_run_ids = [f.task_run_id for f in futures.values()]
+        event_ids = [e for r in results for e in r.asset_event_ids]
+        wait_until_recorded(task_run_ids, event_ids, self.record_timeout_seconds)
+
+
+def _failed_upstream(
+    parents: tuple[str, ...], outcomes: dict[str, NodeOutcome], known: dict[str, tuple[str, ...]]
+) -> tuple[str, ...]:
+    """The failed nodes a skipped node traces back to: failed parents, and those its
+    skipped parents trace back to."""
+    found: dict[str, None] = {}
+    for parent in parents:
+        if is_failure(outcomes[parent].status):
+            found[parent] = None
+        found.update(dict.fromkeys(known.get(parent, ())))
+    return tuple(found)
+
+
+def _hook_result(hook_type: str, future: Any) -> NodeResult:
+    state = future.state
+    return NodeResult(
+        unique_id=HookRecord(hook_type).unique_id,
+        node=HookRecord(hook_type),
+        status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
+        message=str(state.message or ""),
+        task_run_id=future.task_run_id,
+    )
+
+
+def outcome_of(future: Any, unique_id: str = "") -> NodeOutcome:
+    """What a node task reported; a task that died or whose result cannot be read is an error."""
+    state = future.state
+    outcome: Any = None
+    try:
+        outcome = state.result(raise_on_failure=False)
+    except Exception as exc:  # a worker that died, a result that cannot be read
+        outcome = exc
+    if isinstance(outcome, NodeOutcome):
+        return outcome
+    message = str(state.message or outcome or "the node task did not finish")
+    return NodeOutcome(unique_id=unique_id, status=ERROR, message=message)
+
+
+def _dask_client(task_runner: Any) -> Any:
+    """The distributed.Client of a prefect-dask DaskTaskRunner, else None."""
+    if type(task_runner).__name__ != "DaskTaskRunner":
+        return None
+    try:
+        return task_runner.client
+    except Exception:
+        return None
