@@ -213,4 +213,5 @@ def test_raise_on_failure_false_returns_the_results(tmp_path: Path) -> None:
     assert not result.success
     assert result["model.shop.stg_products"]["status"] == "error"
     assert result["model.shop.product_revenue"]["status"] == "skipped"
-    assert result["seed.shop.raw_products"]["status"] == "success"
+    # stg_products no longer reads raw_products; raw_orders feeds product_revenue's other side.
+    assert result["seed.shop.raw_orders"]["status"] == "success"

@@ -71,11 +71,13 @@ def resource_type(entry: Any) -> str:
 
 def run_result(node: Any, status: str, message: str, execution_time: float) -> Any:
     """A dbt RunResult for a node the orchestrator ran, as on-run-end hooks expect in ``results``."""
-    from dbt.artifacts.schemas.results import RunStatus
+    from dbt.artifacts.schemas.results import RunStatus, TestStatus
     from dbt.artifacts.schemas.run import RunResult
 
+    # A test's verdict (pass, warn, fail) is a TestStatus; anything else a RunStatus.
+    status_type = TestStatus if status in {s.value for s in TestStatus} - {s.value for s in RunStatus} else RunStatus
     return RunResult(
-        status=RunStatus(status),
+        status=status_type(status),
         timing=[],
         thread_id="dbt-prefect-orchestrator",
         execution_time=execution_time,

@@ -173,6 +173,9 @@ def prepare_build(options: BuildOptions, request: BuildRequest) -> PreparedBuild
             if request.only_fresh_sources:
                 stale = stale_upstream(catalog, selected, source_freshness(manifest, args))
     plan = build_plan(catalog, selected, options.test_strategy)
+    # Only what the plan runs can be skipped (ephemeral models are folded away).
+    planned = plan.by_id()
+    stale = {unique_id: reason for unique_id, reason in stale.items() if unique_id in planned}
     hook_tags = {
         tag
         for n in manifest.nodes.values()
