@@ -172,30 +172,31 @@ def test_waves_put_each_node_one_wave_after_what_it_waits_for() -> None:
     assert ids(plan.waves()) == waves(plan)
 
 
-def test_for_one_dbt_build_per_wave_a_unit_test_rides_with_its_model_just_before_it() -> None:
-    # dbt build runs a unit test only together with the model it tests.
-    assert ids(shop_plan("immediate").waves(unit_tests_with_their_model=True)) == [
-        [SEED], [STG], [TEST_STG], [UNIT_FCT, FCT], [TEST_FCT]
+def test_for_one_dbt_build_per_wave_tests_ride_with_what_they_test() -> None:
+    # dbt build runs a unit test only together with the model it tests, just before it,
+    # and a data test right after what it tests: the nodes it gates are in later waves.
+    assert ids(shop_plan("immediate").waves(for_dbt_build=True)) == [
+        [SEED], [STG, TEST_STG], [UNIT_FCT, FCT, TEST_FCT]
     ]
-    assert ids(shop_plan("deferred").waves(unit_tests_with_their_model=True)) == [
+    # Deferred: every data test after every model, in one last wave.
+    assert ids(shop_plan("deferred").waves(for_dbt_build=True)) == [
         [SEED], [STG], [UNIT_FCT, FCT], [TEST_STG, TEST_FCT]
     ]
 
 
 def test_the_build_plan_reads_like_the_official_one() -> None:
     plan = preview(shop_plan("immediate"), {TEST_FCT: "upstream source shop.raw is stale"}, per_wave=True)
-    assert (plan.node_count, plan.estimated_parallelism, len(plan.waves)) == (5, 2, 4)
+    assert (plan.node_count, plan.estimated_parallelism, len(plan.waves)) == (5, 2, 3)
     assert str(plan) == "\n".join(
         [
-            "BuildPlan: 5 node(s) in 4 wave(s)  |  max parallelism = 2",
+            "BuildPlan: 5 node(s) in 3 wave(s)  |  max parallelism = 2",
             "",
             "  Wave 0 (1 node(s)):",
             f"    - {SEED} [seed, seed]",
-            "  Wave 1 (1 node(s)):",
+            "  Wave 1 (2 node(s)):",
             f"    - {STG} [model, view]",
-            "  Wave 2 (1 node(s)):",
             f"    - {TEST_STG} [test]",
-            "  Wave 3 (2 node(s)):",
+            "  Wave 2 (2 node(s)):",
             f"    - {UNIT_FCT} [unit_test]",
             f"    - {FCT} [model, table]",
             "",

@@ -14,11 +14,14 @@ Why it is needed:
 - ``forget_compilation`` and ``run_result`` let a warm worker run a node again and hand
   on-run-end hooks the results dbt would have built. The warm session itself is in
   dbt_session.py.
+- ``wave_builds_on`` spares the ``dbt build`` of each wave of a per-wave build the graph
+  compilation and the node-by-node selection, the same in every wave.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -86,3 +89,58 @@ def run_result(node: Any, status: str, message: str, execution_time: float) -> A
         failures=None,
         node=node,
     )
+
+
+@contextmanager
+def wave_builds_on(manifest: Any) -> Iterator[None]:
+    """While held, the ``dbt build`` of each wave on this manifest skips two costs of dbt's
+    per-command set-up that are the same in every wave, about 0.3 s a wave at 200 models:
+
+    - the graph: the first build compiles it (link every node, add the test edges with a
+      BFS per test, write graph_summary.json, log the project's counts); the others reuse
+      it. Keyed by the manifest's node ids, so a wave that leaves the project hooks out
+      gets its own. dbt internal: ``BuildTask.compile_manifest``, which sets ``task.graph``.
+    - the selection: a wave selects its nodes by their full ``fqn``, and dbt's fqn method
+      compares each selector with every node. A full fqn is looked up instead; anything
+      else goes to dbt's own method. dbt internal: ``QualifiedNameSelectorMethod.search``.
+
+    Checked against dbt-core 1.10 and 1.11. Hold DBT_INVOCATION_LOCK: the patches are
+    process-wide.
+    """
+    from dbt.graph.selector_methods import QualifiedNameSelectorMethod
+    from dbt.task.build import BuildTask
+
+    original_compile = BuildTask.compile_manifest
+    original_search = QualifiedNameSelectorMethod.search
+    graphs: dict[frozenset[str], Any] = {}
+    by_fqn: dict[str, list[str]] = {}
+    for collection in (manifest.nodes, manifest.unit_tests):
+        for unique_id, node in collection.items():
+            by_fqn.setdefault(".".join(node.fqn), []).append(unique_id)
+
+    def compile_manifest(task: Any) -> None:
+        if task.manifest is not manifest:
+            original_compile(task)
+            return
+        key = frozenset(manifest.nodes)
+        graph = graphs.get(key)
+        if graph is None:
+            original_compile(task)
+            graphs[key] = task.graph
+        else:
+            task.graph = graph
+
+    def search(method: Any, included_nodes: Any, selector: str) -> Iterator[Any]:
+        found = by_fqn.get(selector) if method.manifest is manifest else None
+        if found is None:
+            yield from original_search(method, included_nodes, selector)
+            return
+        yield from (unique_id for unique_id in found if unique_id in included_nodes)
+
+    BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
+    QualifiedNameSelectorMethod.search = search  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        BuildTask.compile_manifest = original_compile  # type: ignore[method-assign]
+        QualifiedNameSelectorMethod.search = original_search  # type: ignore[method-assign]

@@ -284,7 +284,9 @@ class PrefectDbtOrchestrator(HookRegistration):
         check_concurrency_limit(self.concurrency)
         graph, catalog = prepared.plan, prepared.catalog
         skipped = self._record_stale(prepared, graph, catalog)
-        runnable = NodeGraph([n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types)
+        runnable = NodeGraph(
+            [n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types, graph.test_strategy
+        )
         task_runner = self._task_runner(catalog)
         with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(

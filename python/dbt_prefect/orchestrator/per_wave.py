@@ -31,6 +31,7 @@ from typing import Any
 
 from dbt.cli.main import dbtRunner
 
+from dbt_prefect._compat.dbt import wave_builds_on
 from dbt_prefect.model.levels import python_level
 from dbt_prefect.model.nodes import DbtNode, NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SKIPPED, classify
@@ -92,13 +93,17 @@ def run_waves(
     target = RunTarget.current()
     prefect_threshold = logging.getLogger("prefect.flow_runs" if target else "prefect.dbt").getEffectiveLevel()
     threshold = max(python_level(options.dbt_level), prefect_threshold)
-    waves = graph.waves(unit_tests_with_their_model=True)
+    waves = graph.waves(for_dbt_build=True)
     manifest = catalog.manifest
     results: dict[str, NodeResult] = {}
     entries: list[Any] = []
     start_hooks_pending = "on-run-start" in graph.hook_types
     end_hooks_pending = "on-run-end" in graph.hook_types
-    with DBT_INVOCATION_LOCK, resolved_profiles(options.profiles_dir) as profiles:
+    with (
+        DBT_INVOCATION_LOCK,
+        resolved_profiles(options.profiles_dir) as profiles,
+        wave_builds_on(manifest),
+    ):
         scrub = scrubber(profiles.secret_values)
         emitter = None
         if target is not None and not options.disable_assets:
@@ -141,6 +146,9 @@ def run_waves(
                     *(node_selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
                     "--indirect-selection",
                     "empty",
+                    # Not per wave: manifest.json, as written by the build's parse, stays; a
+                    # run_results.json for the build is written when asked (write_run_results).
+                    "--no-write-json",
                     *paths,
                     *options.dbt_args,
                 ]

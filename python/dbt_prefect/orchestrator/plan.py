@@ -44,19 +44,22 @@ class NodeGraph:
     nodes: list[PlannedNode]  # in an order where every node comes after what it waits for
     # "on-run-start" and/or "on-run-end", when the project (or a package) defines such hooks.
     hook_types: tuple[str, ...] = ()
+    test_strategy: str = "immediate"
 
     def by_id(self) -> dict[str, PlannedNode]:
         return {n.unique_id: n for n in self.nodes}
 
-    def waves(self, unit_tests_with_their_model: bool = False) -> list[list[PlannedNode]]:
+    def waves(self, for_dbt_build: bool = False) -> list[list[PlannedNode]]:
         """The nodes by wave: each node one wave after the last node it waits for.
 
-        ``unit_tests_with_their_model``: a unit test in its model's wave, just before the
-        model, for one ``dbt build`` per wave (dbt build runs a unit test only together
-        with its model)."""
+        ``for_dbt_build``: waves for one ``dbt build`` each. A unit test goes in its
+        model's wave, just before the model (dbt build runs a unit test only together with
+        its model), and (immediate strategy) a data test in the wave of the last node it tests: within one
+        invocation dbt build runs a test right after what it tests, and the nodes the test
+        gates are in later waves. Half the waves, and so half the invocations."""
         ids = {n.unique_id for n in self.nodes}
         riders: dict[str, list[PlannedNode]] = {}
-        if unit_tests_with_their_model:
+        if for_dbt_build:
             for node in self.nodes:
                 if node.resource_type == "unit_test" and node.attached_to in ids:
                     riders.setdefault(node.attached_to, []).append(node)
@@ -68,7 +71,11 @@ class NodeGraph:
                 continue
             waits = [w for w in node.waits_for if w in wave_of and w not in riding]
             waits += [w for rider in riders.get(node.unique_id, ()) for w in rider.waits_for if w in wave_of]
-            number = 1 + max((wave_of[w] for w in waits), default=-1)
+            # Deferred tests keep their own last wave: after every model, as promised.
+            rides_along = (
+                for_dbt_build and node.resource_type == "test" and bool(waits) and self.test_strategy == "immediate"
+            )
+            number = max((wave_of[w] for w in waits), default=-1) + (0 if rides_along else 1)
             wave_of[node.unique_id] = number
             if number == len(waves):
                 waves.append([])
@@ -128,10 +135,9 @@ def preview(
     graph: NodeGraph, skipped: dict[str, str], per_wave: bool, cache_predictions: dict[str, str] | None = None
 ) -> BuildPlan:
     """The BuildPlan of a graph: the waves of the nodes that would run, and those skipped."""
-    runnable = NodeGraph([n for n in graph.nodes if n.unique_id not in skipped], graph.hook_types)
+    runnable = NodeGraph([n for n in graph.nodes if n.unique_id not in skipped], graph.hook_types, graph.test_strategy)
     waves = tuple(
-        ExecutionWave(number, tuple(nodes))
-        for number, nodes in enumerate(runnable.waves(unit_tests_with_their_model=per_wave))
+        ExecutionWave(number, tuple(nodes)) for number, nodes in enumerate(runnable.waves(for_dbt_build=per_wave))
     )
     return BuildPlan(
         waves=waves,
@@ -226,7 +232,7 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
         )
         for uid, node in {**nodes, **tests}.items()
     }
-    return NodeGraph(nodes=_topological(planned))
+    return NodeGraph(nodes=_topological(planned), test_strategy=test_strategy)
 
 
 def _ancestors(parents: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
