@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from dbt.cli.main import dbtRunner
 from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.context import FlowRunContext
 
 from dbt_prefect import (
@@ -68,6 +70,24 @@ def test_per_wave_is_the_default_and_each_node_is_the_task_run_dbt_build_gives(r
     # The runner also shows the project's on-run-start/end hooks as flow-level logs, not task runs.
     assert got == expected
     assert len(got) == 36
+
+
+def artifacts_of(flow_run_id: Any) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def test_the_build_publishes_the_runners_report_with_dbts_counts(reference_and_waves: Any) -> None:
+    reference, waves, _ = reference_and_waves
+    expected = artifacts_of(reference["flow_run_id"])
+    got = artifacts_of(waves["flow_run_id"])
+    assert sorted(got) == sorted(expected) == ["dbt-shop-build", "dbt-shop-build-nodes"]
+    # The same closing counts as the runner's single `dbt build`, project hooks included.
+    assert got["dbt-shop-build"].description == expected["dbt-shop-build"].description
+    assert got["dbt-shop-build"].description.endswith("PASS=38 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=38")
 
 
 def test_the_results_dict_has_the_official_format(reference_and_waves: Any) -> None:
