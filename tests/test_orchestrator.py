@@ -3,6 +3,7 @@ LocalCluster with worker processes, a real Prefect server; read back through the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -54,6 +55,25 @@ def green(shop: Path, dask_cluster: Any) -> Any:
 
 
 # -- execution on the cluster ------------------------------------------------------------
+
+
+def test_the_build_publishes_one_run_report_with_every_node(green: Any) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[green.flow_run_id]))
+        )
+    artifacts = {a.key: a for a in found}
+    assert sorted(artifacts) == ["dbt-pg-shop-build", "dbt-pg-shop-build-nodes"]
+    total = len(ALL_NODES) + len(green.result.hook_results)
+    assert artifacts["dbt-pg-shop-build"].description == (
+        f"`dbt build` in project pg_shop: PASS={total} WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL={total}"
+    )
+    table = artifacts["dbt-pg-shop-build-nodes"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert sorted(f"{row['resource_type']} {row['node']}" for row in rows) == ALL_NODES
 
 
 def test_every_node_is_one_task_run_on_a_dask_worker_process(green: Any, dask_cluster: Any) -> None:
