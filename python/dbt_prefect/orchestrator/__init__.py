@@ -1,6 +1,10 @@
-"""PrefectDbtOrchestrator: dbt-prefect runs the DAG itself, each node a Prefect task.
+"""PrefectDbtOrchestrator: Prefect runs the dbt DAG, wave by wave or node by node.
 
-``plan`` turns dbt's selection into waves of nodes; ``orchestrator`` submits them;
-``worker`` runs one node on a task-runner worker; ``warm_project`` keeps each worker's
-parsed project and dbt session.
+``options`` holds the official enums and CacheConfig; ``cli_args`` checks extra_cli_args;
+``preparation`` parses once and lets dbt select; ``freshness`` finds stale sources;
+``plan`` turns the selection into the node graph and its waves (and BuildPlan);
+``per_wave`` runs one dbt build per wave in the flow's process; ``per_node`` submits one
+task per node, which ``worker`` runs in the ``warm_project`` of its process;
+``results`` is the official results dict; ``run_results`` writes run_results.json for
+dbt retry; ``orchestrator`` ties them together.
 """
