@@ -7,8 +7,12 @@ work but can change which nodes run in a wave, so they pass with a warning.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from typing import Any
+
+import yaml
 
 from dbt_prefect.errors import OrchestratorUsageError
 
@@ -83,3 +87,25 @@ def validate_extra_cli_args(extra_cli_args: Sequence[str] | None) -> list[str]:
         if warned is not None:
             _logger.warning("extra_cli_args contains %s, which dbt-prefect passes on, but %s", warned[0], warned[1])
     return args
+
+
+def take_vars(extra: list[str], vars: dict[str, Any] | None) -> tuple[list[str], str | None]:
+    """``--vars`` out of the extra arguments, merged with run_build's own ``vars``."""
+    kept: list[str] = []
+    merged: dict[str, Any] = {}
+    tokens = iter(extra)
+    for token in tokens:
+        name, eq, value = token.partition("=")
+        if name != "--vars":
+            kept.append(token)
+            continue
+        text = value if eq else next(tokens, "")
+        try:
+            parsed = yaml.safe_load(text) if text else {}
+        except Exception as exc:
+            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not YAML or JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not a mapping: {text!r}")
+        merged.update(parsed)
+    merged.update(vars or {})
+    return kept, json.dumps(merged, sort_keys=True) if merged else None

@@ -12,24 +12,21 @@ build's results come back in the official format (results.py).
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import yaml
 from prefect.context import FlowRunContext
 
 from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
-from dbt_prefect.model.nodes import FinishedNode, NodeCatalog
+from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.statuses import SKIPPED
 from dbt_prefect.model.translator import DbtPrefectTranslator
-from dbt_prefect.orchestrator.cli_args import validate_extra_cli_args
+from dbt_prefect.orchestrator.artifacts import publish_node_build_report, write_build_run_results
+from dbt_prefect.orchestrator.cli_args import take_vars, validate_extra_cli_args
 from dbt_prefect.orchestrator.concurrency import check_concurrency_limit, concurrency_limit
 from dbt_prefect.orchestrator.options import (
     CacheConfig,
@@ -44,14 +41,12 @@ from dbt_prefect.orchestrator.per_wave import WaveOptions, node_of, run_waves
 from dbt_prefect.orchestrator.plan import BuildPlan, NodeGraph, preview
 from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, prepare_build
 from dbt_prefect.orchestrator.results import BuildResult, HookRecord, NodeResult
-from dbt_prefect.orchestrator.run_results import NodeRunRecord, record_from_dbt_result, write_run_results
 from dbt_prefect.orchestrator.worker import NodeOptions
 from dbt_prefect.runner.failures import failure_lines
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import check_project
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
-from dbt_prefect.runner.report.publish import publish_run_report
 from dbt_prefect.runner.target import RunTarget
 from dbt_prefect.settings import PrefectDbtSettings
 
@@ -181,7 +176,8 @@ class PrefectDbtOrchestrator(HookRegistration):
         outcome = BuildResult(success=True, results=results, hook_results=hook_results)
         if hooks is not None:
             hooks.finish(outcome, outcome.results)
-        self._write_artifacts(prepared, outcome, time.time() - started)
+        if self.write_run_results:
+            write_build_run_results(prepared, Path(self.settings.target_path), outcome, time.time() - started)
         counts: dict[str, int] = {}
         for status in (r["status"] for r in outcome.values()):
             counts[status] = counts.get(status, 0) + 1
@@ -208,8 +204,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         extra_cli_args: Sequence[str] | None,
         vars: dict[str, Any] | None,
     ) -> PreparedBuild:
-        extra = validate_extra_cli_args(extra_cli_args)
-        extra, vars_text = _take_vars(extra, vars)
+        extra, vars_text = take_vars(validate_extra_cli_args(extra_cli_args), vars)
         project_dir = Path(self.settings.project_dir).expanduser().resolve()
         check_project(project_dir)
         request = BuildRequest(
@@ -313,7 +308,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         results = {r.unique_id: r for r in [*done.results, *skipped]}
         ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
         if self.create_summary_artifact:
-            self._publish_report(prepared, ordered, done.hook_results)
+            publish_node_build_report(prepared, ordered, done.hook_results, with_asset_keys=not self.disable_assets)
         return ordered, done.hook_results
 
     def _task_runner(self, catalog: NodeCatalog) -> Any:
@@ -361,81 +356,3 @@ class PrefectDbtOrchestrator(HookRegistration):
             )
         wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
         return skipped
-
-    # -- artifacts ---------------------------------------------------------------------
-    def _publish_report(self, prepared: PreparedBuild, results: list[NodeResult], hooks: list[NodeResult]) -> None:
-        """The runner's run report, for a per-node build (a per-wave build publishes its own)."""
-        target = RunTarget.current()
-        if target is None:
-            return
-        finished = {
-            r.unique_id: FinishedNode(
-                node=r.node,
-                status=r.status,
-                message=r.message,
-                task_run_id=r.task_run_id,
-                node_info=None,
-                run_result=SimpleNamespace(execution_time=r.execution_time, adapter_response={}),
-            )
-            for r in results
-        }
-        recorder = SimpleNamespace(target=target, catalog=prepared.catalog, finished=finished)
-        statuses = [SimpleNamespace(status=r.status) for r in (*results, *hooks)]
-        publish_run_report(
-            recorder,
-            command="build",
-            args=prepared.request.build_args,
-            project_dir=prepared.request.project_dir,
-            with_asset_keys=not self.disable_assets,
-            dbt_result=SimpleNamespace(result=SimpleNamespace(results=statuses), exception=None),
-        )
-
-    def _write_artifacts(self, prepared: PreparedBuild, outcome: BuildResult, elapsed: float) -> None:
-        if not self.write_run_results:
-            return
-        request = prepared.request
-        target_path = Path(self.settings.target_path)
-        target_dir = target_path if target_path.is_absolute() else request.project_dir / target_path
-        records = [
-            record_from_dbt_result(r.run_result)
-            if r.run_result is not None
-            else NodeRunRecord(
-                unique_id=r.unique_id,
-                status=r.status,
-                message=r.message or None,
-                started_at=_utc(r.ran_from or r.started),
-                completed_at=_utc(r.ran_to or r.finished),
-                execution_time=r.execution_time,
-            )
-            for r in outcome.results
-        ]
-        path = write_run_results(
-            target_dir, records, elapsed_seconds=elapsed, invocation_args=request.invocation_args()
-        )
-        _logger.info("run_results.json written to %s", path)
-
-
-def _utc(timestamp: float) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
-
-
-def _take_vars(extra: list[str], vars: dict[str, Any] | None) -> tuple[list[str], str | None]:
-    """``--vars`` out of the extra arguments, merged with run_build's own ``vars``."""
-    kept: list[str] = []
-    merged: dict[str, Any] = {}
-    tokens = iter(extra)
-    for token in tokens:
-        name, eq, value = token.partition("=")
-        if name != "--vars":
-            kept.append(token)
-            continue
-        text = value if eq else next(tokens, "")
-        try:
-            parsed = yaml.safe_load(text) if text else {}
-        except Exception as exc:
-            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not YAML or JSON: {exc}") from None
-        if not isinstance(parsed, dict):
-            raise OrchestratorUsageError(f"extra_cli_args has --vars that are not a mapping: {text!r}")
-        merged.update(parsed)
-    merged.update(vars or {})
-    return kept, json.dumps(merged, sort_keys=True) if merged else None
