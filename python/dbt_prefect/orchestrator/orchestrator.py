@@ -23,7 +23,7 @@ from prefect.context import FlowRunContext
 
 from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import SKIPPED
+from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS
 from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.orchestrator.artifacts import publish_node_build_report, write_build_run_results
 from dbt_prefect.orchestrator.cli_args import take_vars, validate_extra_cli_args
@@ -267,7 +267,7 @@ class PrefectDbtOrchestrator(HookRegistration):
                 NodeResult(
                     unique_id=HookRecord("on-run-end").unique_id,
                     node=HookRecord("on-run-end"),
-                    status="error" if state.is_failed() or state.is_crashed() else "success",
+                    status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
                     message=str(state.message or ""),
                 )
             )
@@ -344,15 +344,6 @@ class PrefectDbtOrchestrator(HookRegistration):
             if reason is None:
                 continue
             done = recorder.record_not_run(node_of(catalog, planned.unique_id), SKIPPED, reason)
-            skipped.append(
-                NodeResult(
-                    unique_id=planned.unique_id,
-                    status=SKIPPED,
-                    message=reason,
-                    node=done.node,
-                    task_run_id=done.task_run_id,
-                    reason=reason,
-                )
-            )
+            skipped.append(NodeResult.not_run(done))
         wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
         return skipped

@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed, wait
 
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import ERROR, SUCCESS, is_failure
+from dbt_prefect.model.statuses import ERROR, SUCCESS, classify, is_failure
 from dbt_prefect.orchestrator.plan import NodeGraph
 from dbt_prefect.orchestrator.results import AllowFailure, HookRecord, NodeResult
 from dbt_prefect.orchestrator.warm_project import ProjectSpec
@@ -139,7 +139,8 @@ class PerNodeBuild:
         for planned in self.graph.nodes:  # topological: parents first
             future = futures[planned.unique_id]
             outcome = outcomes[planned.unique_id] = outcome_of(future, planned.unique_id)
-            if outcome.status == "skipped":
+            skipped = classify(outcome.status).skipped
+            if skipped:
                 failed_upstream[planned.unique_id] = _failed_upstream(planned.parents, outcomes, failed_upstream)
             fields = {f.name: getattr(outcome, f.name) for f in dataclasses.fields(NodeOutcome)}
             entry = self.catalog.manifest_entry(planned.unique_id)
@@ -150,7 +151,7 @@ class PerNodeBuild:
                     node=self.catalog.get(planned.unique_id),
                     task_run_id=future.task_run_id,
                     invocation=invocation,
-                    reason=outcome.message if outcome.status == "skipped" else None,
+                    reason=outcome.message if skipped else None,
                     failed_upstream=failed_upstream.get(planned.unique_id, ()),
                 )
             )

@@ -34,7 +34,7 @@ from dbt.cli.main import dbtRunner
 from dbt_prefect._compat.dbt import wave_builds_on
 from dbt_prefect.model.levels import python_level
 from dbt_prefect.model.nodes import DbtNode, NodeCatalog
-from dbt_prefect.model.statuses import ERROR, SKIPPED, classify
+from dbt_prefect.model.statuses import ERROR, SKIPPED, classify, skip_reason
 from dbt_prefect.orchestrator.plan import NodeGraph, PlannedNode
 from dbt_prefect.orchestrator.results import HookRecord, NodeResult
 from dbt_prefect.orchestrator.worker import node_selector
@@ -121,14 +121,7 @@ def run_waves(
         for planned in graph.nodes:
             if planned.unique_id in stale:
                 done = recorder.record_not_run(node_of(catalog, planned.unique_id), SKIPPED, stale[planned.unique_id])
-                results[planned.unique_id] = NodeResult(
-                    unique_id=planned.unique_id,
-                    status=SKIPPED,
-                    message=done.message,
-                    node=done.node,
-                    task_run_id=done.task_run_id,
-                    reason=done.message,
-                )
+                results[planned.unique_id] = NodeResult.not_run(done)
         try:
             for number, wave in enumerate(waves):
                 runnable = _runnable(wave, results, catalog, recorder)
@@ -227,17 +220,9 @@ def _runnable(
             continue
         upstream = _failed_upstream(stopped, results)
         node = node_of(catalog, planned.unique_id)
-        reason = _skip_text(catalog, stopped[0], results[stopped[0]])
+        reason = skip_reason([node_of(catalog, p) for p in stopped], lambda uid: results[uid].status)
         done = recorder.record_not_run(node, SKIPPED, reason)
-        results[planned.unique_id] = NodeResult(
-            unique_id=planned.unique_id,
-            status=SKIPPED,
-            message=done.message,
-            node=node,
-            task_run_id=done.task_run_id,
-            reason=reason,
-            failed_upstream=upstream,
-        )
+        results[planned.unique_id] = NodeResult.not_run(done, upstream)
     return runnable
 
 
@@ -263,13 +248,6 @@ def _failed_upstream(stopped: Sequence[str], results: dict[str, NodeResult]) -> 
         for upstream in result.failed_upstream:
             found[upstream] = None
     return tuple(found)
-
-
-def _skip_text(catalog: NodeCatalog, parent_id: str, parent: NodeResult) -> str:
-    node = node_of(catalog, parent_id)
-    if classify(parent.status).skipped:
-        return f"Skipped because {node.resource_type} {node.name} was skipped"
-    return f"Skipped because {node.resource_type} {node.name} finished with status {parent.status}"
 
 
 def _result_of(

@@ -10,23 +10,17 @@ from typing import Any
 
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
-from dbt_prefect.model.statuses import Outcome, classify, is_failure
+from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS, classify, hook_status, is_failure
 from dbt_prefect.orchestrator.worker import NodeOutcome
 
-# The statuses of the official results dict.
-SUCCESS_STATUS, CACHED_STATUS, ERROR_STATUS, SKIPPED_STATUS = "success", "cached", "error", "skipped"
+# The official results dict has the lifecycle hooks' words (success, error, skipped),
+# and "cached" for a node the cache answered.
+CACHED_STATUS = "cached"
 
 
 def official_status(dbt_status: str, cached: bool = False) -> str:
     """A node's dbt status in the official result format: success, cached, error or skipped."""
-    if cached:
-        return CACHED_STATUS
-    outcome = classify(dbt_status).outcome
-    if outcome is Outcome.FAILED:
-        return ERROR_STATUS
-    if outcome is Outcome.SKIPPED:
-        return SKIPPED_STATUS
-    return SUCCESS_STATUS
+    return CACHED_STATUS if cached else hook_status(dbt_status)
 
 
 def _iso(timestamp: float) -> str | None:
@@ -49,6 +43,19 @@ class NodeResult(NodeOutcome):
     # dbt's own RunResult, when a dbt invocation in the flow's process ran the node (per wave).
     run_result: Any = None
 
+    @classmethod
+    def not_run(cls, done: Any, failed_upstream: tuple[str, ...] = ()) -> NodeResult:
+        """A node skipped before dbt saw it, from what the recorder recorded for it."""
+        return cls(
+            unique_id=done.node.unique_id,
+            status=SKIPPED,
+            message=done.message,
+            node=done.node,
+            task_run_id=done.task_run_id,
+            reason=done.message,
+            failed_upstream=failed_upstream,
+        )
+
     @property
     def official_status(self) -> str:
         return official_status(self.status, self.cached)
@@ -57,7 +64,7 @@ class NodeResult(NodeOutcome):
         """This result in the official format, plus dbt's own status and the task run."""
         status = self.official_status
         result: dict[str, Any] = {"status": status}
-        if status in (SUCCESS_STATUS, ERROR_STATUS) and (self.ran_from or self.started):
+        if status in (SUCCESS, ERROR) and (self.ran_from or self.started):
             started = self.ran_from or self.started
             completed = self.ran_to or self.finished
             result["timing"] = {
@@ -66,12 +73,12 @@ class NodeResult(NodeOutcome):
                 "duration_seconds": round(max(completed - started, 0.0), 6),
                 "execution_time": self.execution_time,
             }
-        if self.invocation is not None and status != SKIPPED_STATUS:
+        if self.invocation is not None and status != SKIPPED:
             result["invocation"] = self.invocation
-        if status == ERROR_STATUS:
-            kind = "DbtTestFailure" if self.status == "fail" else "DbtNodeError"
+        if status == ERROR:
+            kind = "DbtTestFailure" if classify(self.status).label == "FAIL" else "DbtNodeError"
             result["error"] = {"message": self.message or f"dbt reported {self.status}", "type": kind}
-        if status == SKIPPED_STATUS:
+        if status == SKIPPED:
             result["reason"] = self.reason or self.message or "upstream failure"
             result["failed_upstream"] = list(self.failed_upstream)
         result["dbt_status"] = self.status

@@ -13,6 +13,7 @@ ids, and the router answers it synchronously, before dbt's ``log()`` returns.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -23,6 +24,8 @@ from dbt_prefect._compat.dbt import set_invocation_env_var
 from dbt_prefect.model.levels import DBT_TO_PYTHON
 from dbt_prefect.model.metadata import WarehouseMetadata, parse_metadata_record
 from dbt_prefect.model.package_contract import METADATA_RECORD, RECORD_PREFIX, RUN_CONTEXT_ENV, RUN_CONTEXT_REQUEST
+
+_logger = logging.getLogger("dbt_prefect")
 
 NODE_START = "NodeStart"
 NODE_FINISHED = "NodeFinished"
@@ -77,6 +80,15 @@ class RecorderQuestion:
         self.msg = msg
         self.answer = ""
         self.answered = threading.Event()
+
+    def reply(self, answer: Any) -> None:
+        """Answer as JSON and release dbt's thread, whatever happens."""
+        try:
+            self.answer = json.dumps(answer)
+        except Exception:  # the run history goes on without Prefect ids
+            _logger.exception("dbt-prefect could not answer the dbt package's run context request")
+        finally:
+            self.answered.set()
 
 
 # Whether an event type carries node_info, per event name: asked once per name.

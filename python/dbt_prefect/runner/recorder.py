@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import datetime as dt
-import json
 import logging
 import os
 import queue
@@ -41,7 +40,7 @@ from dbt_prefect.runner.events import (
     log_event,
     package_record,
 )
-from dbt_prefect.runner.target import RunTarget
+from dbt_prefect.runner.target import RunTarget, run_logger
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
@@ -93,7 +92,7 @@ class RunRecorder:
         self._saved_env: tuple[str, str | None] | None = None
         self._thread: threading.Thread | None = None
         self._handler_error_logged = False
-        self._run_logger, self._run_extra = self._run_level_logger()
+        self._run_logger, self._run_extra = run_logger(target)
         self._task_logger = logging.getLogger("prefect.task_runs")
 
     # -- lifecycle -------------------------------------------------------------------
@@ -267,23 +266,14 @@ class RunRecorder:
     def _answer(self, question: RecorderQuestion) -> None:
         """What record_run_history asks at on-run-end: the flow run, and each node's task
         run and row count. Every event dbt sent before the question has been handled."""
-        try:
-            nodes: dict[str, dict[str, Any]] = {}
-            for unique_id, run in self._runs.items():
-                done = self.finished.get(unique_id)
-                metadata = done.metadata if done is not None else None
-                nodes[unique_id] = {
-                    "task_run_id": str(run.task_run.id),
-                    "row_count": metadata.row_count if metadata is not None else None,
-                }
-            flow_run = self.target.flow_run if self.target is not None else None
-            question.answer = json.dumps(
-                {"flow_run_id": str(flow_run.id) if flow_run is not None else None, "nodes": nodes}
-            )
-        except Exception:  # the run history goes on without Prefect ids
-            _logger.exception("dbt-prefect could not answer the dbt package's run context request")
-        finally:
-            question.answered.set()
+        flow_run = self.target.flow_run if self.target is not None else None
+        nodes = {}
+        for unique_id, run in self._runs.items():
+            done = self.finished.get(unique_id)
+            metadata = done.metadata if done is not None else None
+            row_count = metadata.row_count if metadata is not None else None
+            nodes[unique_id] = {"task_run_id": str(run.task_run.id), "row_count": row_count}
+        question.reply({"flow_run_id": str(flow_run.id) if flow_run is not None else None, "nodes": nodes})
 
     def _skip_reason(self, node: DbtNode) -> str:
         finished = self.finished
@@ -388,23 +378,6 @@ class RunRecorder:
             self._set_state(finished_run, prefect_state(status, done.message, now))
 
     # -- logs ------------------------------------------------------------------------
-    def _run_level_logger(self) -> tuple[logging.Logger, dict[str, Any]]:
-        target = self.target
-        if target is None:
-            return logging.getLogger("prefect.dbt"), {}
-        flow_run = target.flow_run
-        extra = {
-            "flow_run_id": str(flow_run.id),
-            "flow_run_name": flow_run.name,
-            "flow_name": target.flow_name,
-        }
-        if target.parent_task_run is not None:
-            extra["task_run_id"] = str(target.parent_task_run.id)
-            extra["task_run_name"] = target.parent_task_run.name
-            extra["task_name"] = target.parent_task_run.name
-            return logging.getLogger("prefect.task_runs"), extra
-        return logging.getLogger("prefect.flow_runs"), extra
-
     def _task_log_extra(self, task_run: TaskRun, node: DbtNode) -> dict[str, Any]:
         return {
             **self._run_extra,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,3 +29,22 @@ class RunTarget:
             flow_name=flow_name,
             parent_task_run=task_ctx.task_run if task_ctx is not None else None,
         )
+
+
+def run_logger(target: RunTarget | None) -> tuple[logging.Logger, dict[str, Any]]:
+    """The logger and ``extra`` for a run's lines that belong to no node: the flow run's,
+    the task run's when invoke() runs inside a task, or plain ``prefect.dbt`` outside a flow."""
+    if target is None:
+        return logging.getLogger("prefect.dbt"), {}
+    flow_run = target.flow_run
+    extra = {
+        "flow_run_id": str(flow_run.id),
+        "flow_run_name": flow_run.name,
+        "flow_name": target.flow_name,
+    }
+    if target.parent_task_run is not None:
+        extra["task_run_id"] = str(target.parent_task_run.id)
+        extra["task_run_name"] = target.parent_task_run.name
+        extra["task_name"] = target.parent_task_run.name
+        return logging.getLogger("prefect.task_runs"), extra
+    return logging.getLogger("prefect.flow_runs"), extra
