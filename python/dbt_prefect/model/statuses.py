@@ -73,10 +73,13 @@ _KNOWN = {
         _info("runtime error", Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
         _info("partial success", Outcome.FAILED, "ERROR", "PARTIAL", None, "partially failed"),
         _info("skipped", Outcome.SKIPPED, "SKIP", "SKIP", None, None),
+        # Not dbt's: the orchestrator's cache answered for the node, so dbt did not run it.
+        _info("cached", Outcome.SUCCEEDED, "PASS", "CACHED", None, None),
     )
 }
 
 SKIPPED = "skipped"
+CACHED = "cached"
 ERROR = "error"
 SUCCESS = "success"
 
@@ -133,6 +136,9 @@ def prefect_state(status: str, message: str | None, timestamp: float) -> State:
         return State(type=StateType.COMPLETED, name="Skipped", message=message, timestamp=when)
     if info.outcome is Outcome.NO_OP:
         return Completed(name="No-op", message=message or None, timestamp=when)
+    if info.status == CACHED:
+        # The name Prefect gives a task run its own cache answered.
+        return Completed(name="Cached", message=message or None, timestamp=when)
     if info.status in _KNOWN:
         return Completed(message=message or None, timestamp=when)
     # A status this version of dbt-prefect does not know: named as dbt names it.

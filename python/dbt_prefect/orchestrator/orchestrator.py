@@ -16,16 +16,20 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 
 from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS
+from dbt_prefect.model.statuses import CACHED, ERROR, SKIPPED, SUCCESS
 from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.orchestrator.artifacts import publish_node_build_report, write_build_run_results
+from dbt_prefect.orchestrator.cache import HIT, BuildCache
 from dbt_prefect.orchestrator.cli_args import take_vars, validate_extra_cli_args
 from dbt_prefect.orchestrator.concurrency import check_concurrency_limit, concurrency_limit
 from dbt_prefect.orchestrator.options import (
@@ -39,7 +43,7 @@ from dbt_prefect.orchestrator.options import (
 from dbt_prefect.orchestrator.per_node import PerNodeBuild, dbt_hooks
 from dbt_prefect.orchestrator.per_wave import WaveOptions, node_of, run_waves
 from dbt_prefect.orchestrator.plan import BuildPlan, NodeGraph, preview
-from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, prepare_build
+from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, dbt_args, prepare_build
 from dbt_prefect.orchestrator.results import BuildResult, HookRecord, NodeResult
 from dbt_prefect.orchestrator.worker import NodeOptions
 from dbt_prefect.runner.failures import failure_lines
@@ -135,7 +139,11 @@ class PrefectDbtOrchestrator(HookRegistration):
     ) -> BuildPlan:
         """What run_build would run, in waves, without running any node."""
         prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, None)
-        return preview(prepared.plan, dict(prepared.stale), self.execution_mode is ExecutionMode.PER_WAVE)
+        predictions = None
+        if self.cache is not None:
+            # The sources as they are now: run_build reads them again after the on-run-start hooks.
+            predictions = self._cache_decisions(prepared).predictions()
+        return preview(prepared.plan, dict(prepared.stale), self.execution_mode is ExecutionMode.PER_WAVE, predictions)
 
     def run_build(
         self,
@@ -283,6 +291,7 @@ class PrefectDbtOrchestrator(HookRegistration):
             [n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types, graph.test_strategy
         )
         task_runner = self._task_runner(catalog)
+        cache: BuildCache | None = None
         with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(
                 concurrency_limit=limit_name,
@@ -300,11 +309,13 @@ class PrefectDbtOrchestrator(HookRegistration):
                 self.record_timeout_seconds,
                 task_runner,
             )
-            if task_runner is not None:
-                with task_runner:
-                    done = build.run(hooks, flow_ctx.task_runner)
-            else:
+            with task_runner if task_runner is not None else nullcontext():
+                if self.cache is not None:
+                    cache, cached = self._answer_from_cache(prepared, build)
+                    skipped += cached
                 done = build.run(hooks, flow_ctx.task_runner)
+        if cache is not None:
+            cache.save(done.results)
         results = {r.unique_id: r for r in [*done.results, *skipped]}
         ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
         if self.create_summary_artifact:
@@ -333,6 +344,45 @@ class PrefectDbtOrchestrator(HookRegistration):
             return self.task_runner_type(max_workers=self.concurrency)
         return self.task_runner_type()
 
+    def _cache_decisions(self, prepared: PreparedBuild) -> BuildCache:
+        request = prepared.request
+        assert self.cache is not None, "only called with caching configured"
+        cache = BuildCache.open(
+            self.cache, prepared.catalog.manifest, request.project_dir, request.vars_text, request.full_refresh
+        )
+        with dbt_args(self.settings, request) as args:
+            cache.read_versions(prepared.plan, args)
+        cache.decide(prepared.plan)
+        cache.log_decisions(_flow_logger())
+        return cache
+
+    def _answer_from_cache(self, prepared: PreparedBuild, build: PerNodeBuild) -> tuple[BuildCache, list[NodeResult]]:
+        """After the on-run-start hooks (which may load sources): record the hits as Cached task
+        runs and leave them out of the build."""
+        start_hooks = build.start()
+        if start_hooks is not None:
+            start_hooks.wait()
+        target = RunTarget.current()
+        cache = self._cache_decisions(prepared)
+        hits = {u for u, d in cache.decisions.items() if d.prediction == HIT}
+        build.graph = NodeGraph(
+            [n for n in build.graph.nodes if n.unique_id not in hits], build.graph.hook_types, build.graph.test_strategy
+        )
+        if not hits:
+            return cache, []
+        recorder = RunRecorder(target=target, catalog=prepared.catalog, threshold=logging.INFO)
+        cached = [
+            NodeResult.from_cache(
+                recorder.record_not_run(
+                    node_of(prepared.catalog, n.unique_id), CACHED, cache.decisions[n.unique_id].reason
+                )
+            )
+            for n in prepared.plan.nodes
+            if n.unique_id in hits
+        ]
+        wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
+        return cache, cached
+
     def _record_stale(self, prepared: PreparedBuild, graph: NodeGraph, catalog: NodeCatalog) -> list[NodeResult]:
         """Skipped task runs for the nodes downstream of a stale source (only_fresh_sources)."""
         if not prepared.stale:
@@ -347,3 +397,11 @@ class PrefectDbtOrchestrator(HookRegistration):
             skipped.append(NodeResult.not_run(done))
         wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
         return skipped
+
+
+def _flow_logger() -> Any:
+    """The flow run's logger inside a flow (its lines show on the run's page), else dbt_prefect's."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _logger

@@ -64,13 +64,21 @@ class PerNodeBuild:
     retry_delay_seconds: Any
     record_timeout_seconds: float
     task_runner: Any = None  # a started task runner of task_runner_type, else the flow's
+    _start_hooks: Any = None
+
+    def start(self) -> Any | None:
+        """Submit the project's on-run-start hooks now (the cache reads sources after them); their future."""
+        if "on-run-start" in self.graph.hook_types and self._start_hooks is None:
+            self._start_hooks = self._submit_hooks("on-run-start", {})
+        return self._start_hooks
 
     def run(self, hooks: InvocationHooks | None, flow_task_runner: Any) -> NodeBuild:
         graph = self.graph
         hook_futures: dict[str, Any] = {}
-        if "on-run-start" in graph.hook_types:
-            hook_futures["on-run-start"] = self._submit_hooks("on-run-start", {})
-        futures = self._submit(hook_futures.get("on-run-start"))
+        start_hooks = self.start()
+        if start_hooks is not None:
+            hook_futures["on-run-start"] = start_hooks
+        futures = self._submit(start_hooks)
         if "on-run-end" in graph.hook_types:
             hook_futures["on-run-end"] = self._submit_hooks("on-run-end", futures)
         if hooks is not None and hooks.has_post_model:
@@ -107,7 +115,8 @@ class PerNodeBuild:
                 retries=self.retries,
                 retry_delay_seconds=self.retry_delay_seconds,
             )
-            upstream_ids = list(planned.parents)
+            # A parent that is not in this build (the cache answered for it) has nothing to wait for.
+            upstream_ids = [p for p in planned.parents if p in futures]
             parameters = {
                 "spec": self.spec,
                 "unique_id": planned.unique_id,
@@ -116,9 +125,9 @@ class PerNodeBuild:
                 "upstream_ids": upstream_ids,
                 "options": self.options,
             }
-            wait_for = [AllowFailure(futures[w]) for w in planned.waits_for]
-            # Every node descends from a root, and the roots wait for on-run-start.
-            if start_hooks is not None and not planned.waits_for:
+            wait_for = [AllowFailure(futures[w]) for w in planned.waits_for if w in futures]
+            # Every node waits for on-run-start, through its parents or itself.
+            if start_hooks is not None and not wait_for:
                 wait_for.append(AllowFailure(start_hooks))
             futures[planned.unique_id] = self._submit_task(node_task, parameters, wait_for)
         return futures
@@ -177,6 +186,8 @@ def _failed_upstream(
     skipped parents trace back to."""
     found: dict[str, None] = {}
     for parent in parents:
+        if parent not in outcomes:  # answered by the cache, not run
+            continue
         if is_failure(outcomes[parent].status):
             found[parent] = None
         found.update(dict.fromkeys(known.get(parent, ())))

@@ -7,7 +7,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,13 +141,7 @@ def prepare_build(options: BuildOptions, request: BuildRequest) -> PreparedBuild
     settings = options.settings
     project_dir = request.project_dir
     profiles_dir = Path(settings.profiles_dir).expanduser()
-    common: list[str] = ["--project-dir", str(project_dir)]
-    if settings.given_target_path is not None:
-        common += ["--target-path", str(settings.given_target_path)]
-    if request.target:
-        common += ["--target", request.target]
-    if request.vars_text:
-        common += ["--vars", request.vars_text]
+    common = _common_args(settings, request)
     invocation = parse_invocation(["build"])
     stale: dict[str, str] = {}
     with DBT_INVOCATION_LOCK:
@@ -208,6 +203,26 @@ def prepare_build(options: BuildOptions, request: BuildRequest) -> PreparedBuild
         extra_args=request.extra_args,
     )
     return PreparedBuild(spec, plan, catalog, hook_selection, request, stale)
+
+
+def _common_args(settings: PrefectDbtSettings, request: BuildRequest) -> list[str]:
+    """The flags every dbt invocation of the build gets, but the profiles directory."""
+    common: list[str] = ["--project-dir", str(request.project_dir)]
+    if settings.given_target_path is not None:
+        common += ["--target-path", str(settings.given_target_path)]
+    if request.target:
+        common += ["--target", request.target]
+    if request.vars_text:
+        common += ["--vars", request.vars_text]
+    return common
+
+
+@contextmanager
+def dbt_args(settings: PrefectDbtSettings, request: BuildRequest) -> Iterator[list[str]]:
+    """The build's dbt flags, with the rendered profiles, while this process may run dbt."""
+    with DBT_INVOCATION_LOCK:
+        with resolved_profiles(Path(settings.profiles_dir).expanduser()) as profiles:
+            yield [*_common_args(settings, request), "--profiles-dir", str(profiles.profiles_dir)]
 
 
 def _manifest(request: BuildRequest, args: list[str], invocation: Any, profiles_dir: Path) -> Manifest:

@@ -10,17 +10,14 @@ from typing import Any
 
 from prefect.utilities.annotations import allow_failure as _prefect_allow_failure
 
-from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS, classify, hook_status, is_failure
+from dbt_prefect.model.statuses import CACHED, ERROR, SKIPPED, SUCCESS, classify, hook_status, is_failure
 from dbt_prefect.orchestrator.worker import NodeOutcome
-
-# The official results dict has the lifecycle hooks' words (success, error, skipped),
-# and "cached" for a node the cache answered.
-CACHED_STATUS = "cached"
 
 
 def official_status(dbt_status: str, cached: bool = False) -> str:
-    """A node's dbt status in the official result format: success, cached, error or skipped."""
-    return CACHED_STATUS if cached else hook_status(dbt_status)
+    """A node's dbt status in the official result format: the lifecycle hooks' words
+    (success, error, skipped), and cached for a node the cache answered."""
+    return CACHED if cached or dbt_status == CACHED else hook_status(dbt_status)
 
 
 def _iso(timestamp: float) -> str | None:
@@ -54,6 +51,18 @@ class NodeResult(NodeOutcome):
             task_run_id=done.task_run_id,
             reason=done.message,
             failed_upstream=failed_upstream,
+        )
+
+    @classmethod
+    def from_cache(cls, done: Any) -> NodeResult:
+        """A node the cache answered, from what the recorder recorded for it."""
+        return cls(
+            unique_id=done.node.unique_id,
+            status=CACHED,
+            message=done.message,
+            node=done.node,
+            task_run_id=done.task_run_id,
+            cached=True,
         )
 
     @property
