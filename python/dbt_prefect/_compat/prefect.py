@@ -13,6 +13,14 @@ Why each is needed:
   JSON bytes instead of a dict; ``drain_all`` and ``wait_until_empty`` behave the same.)
 - Timestamps: TaskRun and State annotate their times with Prefect's own datetime subtype;
   ``utc_datetime`` gives a plain aware datetime that type, as Prefect's validators accept.
+- Routing to the outbox (delivery/outbox.py): the events Prefect builds for us
+  (``emit_event``, ``emit_task_run_state_change_event``) and the log records its API log
+  handler prepares end in ``EventsWorker.send`` and ``APILogWorker.send``. While a run's
+  outbox is active in the current context, those two hand our items to the outbox
+  instead: Prefect builds them exactly as for its own tasks, and the outbox delivers them
+  with retries and a bounded end. Anything sent outside such a context goes to Prefect's
+  workers as before. ``related_resources`` is what the events worker attaches to each
+  event from the run context.
 """
 
 from __future__ import annotations
@@ -20,7 +28,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import TYPE_CHECKING, cast
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, cast
 
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
@@ -32,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_ASSET_KEY_LENGTH",
+    "related_resources",
+    "routed_to",
     "RESTRICTED_ASSET_CHARACTERS",
     "emit_task_run_state_change_event",
     "flush_events_and_logs",
@@ -75,3 +88,69 @@ def flush_events_and_logs(timeout: float) -> bool:
     waiter.start()
     waiter.join(timeout)
     return not waiter.is_alive()
+
+
+# The outbox of the run in progress in this context, if any.
+_OUTBOX: ContextVar[Any] = ContextVar("dbt_prefect_outbox", default=None)
+_ROUTING_LOCK = threading.Lock()
+_routing_installed = False
+
+
+def _install_routing() -> None:
+    global _routing_installed
+    with _ROUTING_LOCK:
+        if _routing_installed:
+            return
+        send_event = EventsWorker.send
+        send_log = APILogWorker.send
+
+        def events_worker_send(self: Any, event: Any) -> None:
+            outbox = _OUTBOX.get()
+            if outbox is None:
+                send_event(self, event)
+            else:
+                outbox.add_event(event)
+
+        def api_log_worker_send(self: Any, log: Any) -> None:
+            outbox = _OUTBOX.get()
+            if outbox is None:
+                send_log(self, log)
+            else:
+                outbox.add_log(log)
+
+        EventsWorker.send = events_worker_send  # type: ignore[method-assign,assignment]
+        APILogWorker.send = api_log_worker_send  # type: ignore[method-assign,assignment]
+        _routing_installed = True
+
+
+@contextmanager
+def routed_to(outbox: Any) -> Iterator[None]:
+    """Within this block (and threads started from a copy of its context), Prefect's
+    events and API logs go to ``outbox``."""
+    _install_routing()
+    token = _OUTBOX.set(outbox)
+    try:
+        yield
+    finally:
+        _OUTBOX.reset(token)
+
+
+def related_resources(timeout: float = 5.0) -> list[dict[str, str]]:
+    """The related resources Prefect's events worker attaches from the current run
+    context (flow run, task run, flow, deployment, work pool, tags), as JSON."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.related import related_resources_from_run_context
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def read() -> list[Any]:
+        import asyncio
+
+        async with get_client() as client:
+            return await asyncio.wait_for(related_resources_from_run_context(client), timeout)
+
+    try:
+        found: list[Any] = run_coro_as_sync(read()) or []
+    except Exception as exc:  # the API is down: events still carry their own resources
+        _logger.debug("could not read the run context's related resources: %s", exc)
+        return []
+    return [resource.model_dump(mode="json") for resource in found]

@@ -315,6 +315,9 @@ class PrefectDbtOrchestrator(HookRegistration):
                     skipped += cached
                 done = build.run(hooks, flow_ctx.task_runner)
         if cache is not None:
+            wait_until_recorded(
+                [r.task_run_id for r in skipped if r.cached and r.task_run_id], [], self.record_timeout_seconds
+            )
             cache.save(done.results)
         results = {r.unique_id: r for r in [*done.results, *skipped]}
         ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
@@ -380,7 +383,7 @@ class PrefectDbtOrchestrator(HookRegistration):
             for n in prepared.plan.nodes
             if n.unique_id in hits
         ]
-        wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
+        # Read back with the build's own task runs, at its end: the server records these meanwhile.
         return cache, cached
 
     def _record_stale(self, prepared: PreparedBuild, graph: NodeGraph, catalog: NodeCatalog) -> list[NodeResult]:

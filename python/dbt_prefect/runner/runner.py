@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import State
 
 from dbt_prefect._compat.dbt_plugin import capture_manifest
+from dbt_prefect.delivery import Outbox, open_outbox, routed
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.levels import python_level, to_dbt_level
 from dbt_prefect.model.nodes import FinishedNode, NodeCatalog
@@ -98,16 +100,30 @@ class PrefectDbtRunner(HookRegistration):
             kwargs = {**kwargs, "callbacks": [*(kwargs.get("callbacks") or []), operation_errors]}
 
         hooks = InvocationHooks(self.hooks, self, invocation.command, invocation.args) if self.hooks else None
-        with DBT_INVOCATION_LOCK:
-            if top_command in _NO_PROFILE_COMMANDS:
-                result = self._run_dbt(
-                    invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None, hooks
-                )
-            else:
-                with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
+        # What is left once dbt returned (delivery, readback, the run report): done after
+        # the process-wide dbt lock is released, so another invocation need not wait on the API.
+        after_dbt: list[Callable[[], None]] = []
+        try:
+            with DBT_INVOCATION_LOCK:
+                if top_command in _NO_PROFILE_COMMANDS:
                     result = self._run_dbt(
-                        invocation, kwargs, project_dir, profiles.profiles_dir, target_path, dbt_level, profiles, hooks
+                        invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None, hooks, after_dbt
                     )
+                else:
+                    with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
+                        result = self._run_dbt(
+                            invocation,
+                            kwargs,
+                            project_dir,
+                            profiles.profiles_dir,
+                            target_path,
+                            dbt_level,
+                            profiles,
+                            hooks,
+                            after_dbt,
+                        )
+        finally:
+            _run_after_dbt(after_dbt)
         if hooks is not None:
             hooks.finish(result, node_results(result))
         return self._outcome(invocation, result, project_dir, profiles_dir, operation_errors)
@@ -123,6 +139,7 @@ class PrefectDbtRunner(HookRegistration):
         dbt_level: str,
         profiles: ResolvedProfiles | None,
         hooks: InvocationHooks | None,
+        after_dbt: list[Callable[[], None]],
     ) -> dbtRunnerResult | None:
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
@@ -159,35 +176,67 @@ class PrefectDbtRunner(HookRegistration):
 
         result = None
         dbt_raised = False
-        recorder.start()
-        try:
-            with capture_manifest(hooks.selectors if hooks is not None else ()) as slot:
-                catalog.manifest_source = slot
-                if hooks is not None:
-                    hooks.start(slot.selected, lambda: catalog.manifest)
-                runner = dbtRunner(
-                    manifest=self.manifest, callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks]
-                )
-                result = runner.invoke(dbt_args, **dbt_kwargs)
-        except BaseException:
-            dbt_raised = True
-            raise
-        finally:
-            recorder.stop()
-            if hooks is not None:
-                hooks.models_done()
-            if result is not None and getattr(result, "exception", None) is not None:
+        outbox = open_outbox(target is not None)
+        with routed(outbox):
+            recorder.start()
+            try:
+                with capture_manifest(hooks.selectors if hooks is not None else ()) as slot:
+                    catalog.manifest_source = slot
+                    if hooks is not None:
+                        hooks.start(slot.selected, lambda: catalog.manifest)
+                    runner = dbtRunner(
+                        manifest=self.manifest,
+                        callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks],
+                    )
+                    result = runner.invoke(dbt_args, **dbt_kwargs)
+            except BaseException:
                 dbt_raised = True
-            recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
-            if emitter is not None:
-                emitter.release()
-            if target is not None:
-                event_ids = emitter.event_ids if emitter is not None else []
-                wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds)
-        self.last_recorder = recorder
-        # -- run report artifact (report.py); never raises ----------------------------
+                raise
+            finally:
+                recorder.stop()
+                if hooks is not None:
+                    hooks.models_done()
+                if result is not None and getattr(result, "exception", None) is not None:
+                    dbt_raised = True
+                recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
+                if emitter is not None:
+                    emitter.release()
+                self.last_recorder = recorder
+                finished_result = result
+                after_dbt.append(
+                    lambda: self._deliver(outbox, recorder, emitter, invocation, project_dir, scrub, finished_result)
+                )
+        return result
+
+    def _deliver(
+        self,
+        outbox: Outbox | None,
+        recorder: RunRecorder,
+        emitter: AssetEmitter | None,
+        invocation: DbtInvocation,
+        project_dir: Path,
+        scrub: Callable[[str], str],
+        result: Any,
+    ) -> None:
+        """Deliver what the run recorded, read it back, and publish the run report."""
         self.last_report = None
-        if target is not None and self.create_summary_artifact:
+        if recorder.target is None:
+            return
+        delivered = True
+        if outbox is not None:
+            report = outbox.close(self.record_timeout_seconds)
+            if not report.complete:
+                delivered = False
+                _logger.warning(report.warning())
+            elif report.rejected:
+                _logger.warning(
+                    "the Prefect API rejected %d event(s) or log line(s): %s", report.rejected, report.error
+                )
+        if delivered:
+            event_ids = emitter.event_ids if emitter is not None else []
+            wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds, flush=outbox is None)
+        # -- run report artifact (report.py); never raises ----------------------------
+        if self.create_summary_artifact:
             self.last_report = publish_run_report(
                 recorder,
                 command=invocation.command,
@@ -197,9 +246,8 @@ class PrefectDbtRunner(HookRegistration):
                 scrub=scrub,
                 client=_sync_client_or_none(self.client),
                 dbt_result=result,
+                publish_to_api=delivered,
             )
-        # -- end run report -------------------------------------------------------------
-        return result
 
     def _outcome(
         self, invocation: DbtInvocation, result: Any, project_dir: Path, profiles_dir: Path, operation_errors: Any
@@ -217,6 +265,21 @@ class PrefectDbtRunner(HookRegistration):
                 raise failure
             raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
         return result
+
+
+def _run_after_dbt(steps: list[Callable[[], None]]) -> None:
+    """Run what follows dbt. Nothing here replaces dbt's result or dbt's exception: an
+    error is logged; an interrupt while dbt's own exception is on its way is logged too."""
+    dbt_exception = sys.exc_info()[1]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            _logger.warning("dbt-prefect could not finish recording the run: %s: %s", type(exc).__name__, exc)
+        except BaseException as exc:
+            if dbt_exception is None:
+                raise
+            _logger.warning("dbt-prefect stopped recording the run (%s) while dbt raised", type(exc).__name__)
 
 
 def node_finished_listener(

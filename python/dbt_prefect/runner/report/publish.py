@@ -111,8 +111,10 @@ def publish_run_report(
     scrub: Callable[[str], str] = lambda text: text,
     client: Any = None,
     dbt_result: Any = None,
+    publish_to_api: bool = True,
 ) -> RunReport | None:
-    """The runner's single entry point: build the report of one invocation and publish it.
+    """The runner's single entry point: build the report of one invocation and publish it
+    (``publish_to_api=False``: build it only, when the API is not answering).
 
     Never raises: a report that cannot be written is logged, and dbt's result stands.
     """
@@ -138,6 +140,9 @@ def publish_run_report(
             window = _asset_events_window(recorder.finished)
             since, until = window if window is not None else (None, None)
             report.asset_events_url = event_feed_url(ui, report.flow_run_id, since, until)
+        if not publish_to_api:
+            _logger.warning("dbt-prefect did not publish the run report artifact: the Prefect API is not answering")
+            return report
         parent = target.parent_task_run
         publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
         return report

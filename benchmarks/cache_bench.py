@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Benchmark: a second, unchanged orchestrated build with caching, against the full build.
+
+    python benchmarks/cache_bench.py [--sizes 200 1000] [--out benchmarks/results/cache.json]
+
+For each size N (benchmarks/generate_project.py: N models, N/3 tests, one seed, DuckDB),
+against a Prefect server with default settings, each build in a fresh process inside a
+flow, PrefectDbtOrchestrator(execution_mode=PER_NODE, cache=CacheConfig(...)) runs:
+  1. the full build, with an empty cache store;
+  2. the same build again, nothing changed: the cache answers;
+once with the default CacheConfig (tests are not cached, as in the official defaults)
+and once with tests cached too (exclude_resource_types without test). It prints the
+wall time of each process and of run_build, and the ratio second/full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run_benchmark import PrefectServer, Project, log  # noqa: E402
+
+BUILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from prefect import flow
+from dbt_prefect import CacheConfig, ExecutionMode, PrefectDbtOrchestrator, PrefectDbtSettings
+project, store, tests_cached = sys.argv[1], sys.argv[2], sys.argv[3] == "yes"
+config = CacheConfig(key_storage=store)
+if tests_cached:
+    config = CacheConfig(key_storage=store, exclude_resource_types=frozenset({"snapshot", "unit_test"}))
+
+@flow(name="dbt-cache-benchmark", persist_result=False)
+def build():
+    orchestrator = PrefectDbtOrchestrator(
+        settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+        execution_mode=ExecutionMode.PER_NODE,
+        cache=config,
+        raise_on_failure=False,
+    )
+    t1 = time.perf_counter()
+    result = orchestrator.run_build()
+    counts = {}
+    for r in result.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return {"run_build_s": time.perf_counter() - t1, "statuses": counts}
+
+out = build()
+out["process_s"] = time.perf_counter() - t0
+print(json.dumps(out))
+"""
+
+
+def run_build(project: Project, server: PrefectServer, store: Path, tests_cached: bool) -> dict:
+    server.wait_idle()
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", BUILD, str(project.dir), str(store), "yes" if tests_cached else "no"],
+        env=project.env(server.api_url),
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"the build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record["wall_s"] = wall
+    return record
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "cache.json")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dbt-prefect-cache-bench-"))
+    server = PrefectServer(work, sys.executable, default_settings=True)
+    server.start()
+    rows = []
+    try:
+        for n in args.sizes:
+            project = Project(work, n, sys.executable)
+            project.prepare()
+            for tests_cached in (False, True):
+                project.reset()
+                store = work / f"cache-n{n}-{'tests' if tests_cached else 'default'}"
+                full = run_build(project, server, store, tests_cached)
+                second = run_build(project, server, store, tests_cached)
+                row = {
+                    "models": n,
+                    "nodes": project.expected["nodes"],
+                    "config": "tests cached too" if tests_cached else "default CacheConfig",
+                    "full": full,
+                    "second": second,
+                    "ratio_wall": second["wall_s"] / full["wall_s"],
+                    "ratio_run_build": second["run_build_s"] / full["run_build_s"],
+                }
+                rows.append(row)
+                log(
+                    f"N={n} {row['config']}: full {full['wall_s']:.1f} s (run_build {full['run_build_s']:.1f} s), "
+                    f"second {second['wall_s']:.1f} s (run_build {second['run_build_s']:.1f} s) {second['statuses']}: "
+                    f"{row['ratio_wall']:.0%} of the full build's wall time, {row['ratio_run_build']:.0%} of its run_build"
+                )
+    finally:
+        server.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=1))
+    print("| models | nodes | cache config | full build | unchanged build | ratio (process) | ratio (run_build) |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['models']} | {r['nodes']} | {r['config']} | {r['full']['wall_s']:.1f} s | {r['second']['wall_s']:.1f} s "
+            f"| {r['ratio_wall']:.0%} | {r['ratio_run_build']:.0%} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
