@@ -137,7 +137,12 @@ class ChangedBuild:
             say(logging.INFO, f"only_changed: --full-refresh builds everything, ignoring the state stored in {where}")
             return
         if not found and problem is None:
-            say(logging.INFO, f"only_changed: no state stored in {where} yet (first run): building everything")
+            # A warning: a first run and a store emptied or moved look alike.
+            say(
+                logging.WARNING,
+                f"only_changed: no state stored in {where} (a first run, or the store was emptied or moved): "
+                "building everything",
+            )
             return
         if not build.usable:
             say(
