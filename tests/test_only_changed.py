@@ -20,36 +20,52 @@ import duckdb
 import pytest
 from prefect import flow
 from prefect.context import FlowRunContext
-from test_cli import DBT_PREFECT, cli_env, flow_run_named
-from test_runner import EXPECTED_BUILD_TASK_RUNS
 
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings, StateStoreError
 from support.prefect_api import logs, poll, state_of, task_runs
 from support.projects import make_shop_copy
+from test_cli import DBT_PREFECT, cli_env, flow_run_named
+from test_runner import EXPECTED_BUILD_TASK_RUNS
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 # dbt ls --select stg_products+ (the ephemeral int_order_payments is not run).
 BELOW_STG_PRODUCTS = [
-    "model customers", "model daily_order_summary", "model internal_order_audit", "model orders",
-    "model product_revenue", "model stg_products",
+    "model customers",
+    "model daily_order_summary",
+    "model internal_order_audit",
+    "model orders",
+    "model product_revenue",
+    "model stg_products",
     "test accepted_values_customers_customer_segment__prospect__new__returning",
-    "test assert_daily_summary_matches_orders", "test assert_product_revenue_not_negative",
-    "test not_null_customers_customer_id", "test not_null_daily_order_summary_order_date",
-    "test not_null_orders_order_id", "test unique_customers_customer_id",
-    "test unique_daily_order_summary_order_date", "test unique_orders_order_id",
-    "test unique_product_revenue_product_id", "test unique_stg_products_product_id",
+    "test assert_daily_summary_matches_orders",
+    "test assert_product_revenue_not_negative",
+    "test not_null_customers_customer_id",
+    "test not_null_daily_order_summary_order_date",
+    "test not_null_orders_order_id",
+    "test unique_customers_customer_id",
+    "test unique_daily_order_summary_order_date",
+    "test unique_orders_order_id",
+    "test unique_product_revenue_product_id",
+    "test unique_stg_products_product_id",
     "unit_test test_customers_segments_and_lifetime_value",
 ]
 # dbt ls --select orders+
 BELOW_ORDERS = [
-    "model customers", "model daily_order_summary", "model internal_order_audit", "model orders",
+    "model customers",
+    "model daily_order_summary",
+    "model internal_order_audit",
+    "model orders",
     "model product_revenue",
     "test accepted_values_customers_customer_segment__prospect__new__returning",
-    "test assert_daily_summary_matches_orders", "test assert_product_revenue_not_negative",
-    "test not_null_customers_customer_id", "test not_null_daily_order_summary_order_date",
-    "test not_null_orders_order_id", "test unique_customers_customer_id",
-    "test unique_daily_order_summary_order_date", "test unique_orders_order_id",
+    "test assert_daily_summary_matches_orders",
+    "test assert_product_revenue_not_negative",
+    "test not_null_customers_customer_id",
+    "test not_null_daily_order_summary_order_date",
+    "test not_null_orders_order_id",
+    "test unique_customers_customer_id",
+    "test unique_daily_order_summary_order_date",
+    "test unique_orders_order_id",
     "test unique_product_revenue_product_id",
     "unit_test test_customers_segments_and_lifetime_value",
 ]
@@ -67,10 +83,14 @@ BELOW_PAYMENTS = sorted(
 )
 # dbt ls --select stg_customers+
 BELOW_STG_CUSTOMERS = [
-    "model customers", "snapshot customers_snapshot", "model stg_customers",
+    "model customers",
+    "snapshot customers_snapshot",
+    "model stg_customers",
     "test accepted_values_customers_customer_segment__prospect__new__returning",
-    "test not_null_customers_customer_id", "test relationships_stg_orders_customer_id__customer_id__ref_stg_customers_",
-    "test unique_customers_customer_id", "test unique_stg_customers_customer_id",
+    "test not_null_customers_customer_id",
+    "test relationships_stg_orders_customer_id__customer_id__ref_stg_customers_",
+    "test unique_customers_customer_id",
+    "test unique_stg_customers_customer_id",
     "unit_test test_customers_segments_and_lifetime_value",
 ]
 RELATIONSHIPS = "test relationships_stg_payments_order_id__order_id__ref_stg_orders_"
@@ -298,8 +318,17 @@ def test_the_cli_builds_only_what_changed_with_a_block_as_the_store(tmp_path: Pa
 
     def cli_build() -> Build:
         name = f"cli-{uuid.uuid4().hex[:10]}"
-        argv = [str(DBT_PREFECT), "build", "--only-changed", "--project-dir", str(project), "--profiles-dir",
-                str(project), "--flow-run-name", name]
+        argv = [
+            str(DBT_PREFECT),
+            "build",
+            "--only-changed",
+            "--project-dir",
+            str(project),
+            "--profiles-dir",
+            str(project),
+            "--flow-run-name",
+            name,
+        ]
         process = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert process.returncode == 0, process.stdout + process.stderr
         run_id = flow_run_named(name).id
@@ -315,7 +344,11 @@ def test_the_cli_builds_only_what_changed_with_a_block_as_the_store(tmp_path: Pa
     # Without a store: a usage error before any flow run.
     no_store = subprocess.run(
         [str(DBT_PREFECT), "build", "--only-changed", "--project-dir", str(project), "--profiles-dir", str(project)],
-        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert no_store.returncode == 2
     assert "only_changed needs a state store" in no_store.stdout + no_store.stderr

@@ -236,10 +236,11 @@ class ChangedBuild:
         parsed = dbtRunner().invoke(["parse", *dbt_args], log_level="none", **shared)
         if parsed.exception is not None or parsed.result is None:
             return None  # the build parses again and reports the error
-        if not sources_with_freshness(parsed.result):
+        manifest: Any = parsed.result  # parse returns the Manifest
+        if not sources_with_freshness(manifest):
             return None
         capture = ArtifactPaths()
-        checked = dbtRunner(manifest=parsed.result, callbacks=[capture]).invoke(
+        checked = dbtRunner(manifest=manifest, callbacks=[capture]).invoke(
             ["source", "freshness", *dbt_args], log_level="none", **shared
         )
         self.sources_json = capture.paths.get("sources.json")

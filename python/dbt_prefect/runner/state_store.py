@@ -161,7 +161,7 @@ def _call_sync(function: Any, *args: Any) -> Any:
         if "_sync" not in str(exc):
             raise
         result = function(*args)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         from prefect.utilities.asyncutils import run_coro_as_sync
 
         result = run_coro_as_sync(result)
