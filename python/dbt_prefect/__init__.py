@@ -31,6 +31,7 @@ _LAZY_EXPORTS = {
     "DbtWarehouseLocked": "dbt_prefect.errors",
     "DbtCommandFailed": "dbt_prefect.errors",
     "ProfileTemplateError": "dbt_prefect.errors",
+    "StateStoreError": "dbt_prefect.errors",
     "PrefectDbtRunnerFailure": "dbt_prefect.errors",
     "OrchestratorUsageError": "dbt_prefect.errors",
     "DbtBuildFailed": "dbt_prefect.errors",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         OrchestratorUsageError,
         PrefectDbtRunnerFailure,
         ProfileTemplateError,
+        StateStoreError,
     )
     from dbt_prefect.model.nodes import DbtNode  # noqa: F401
     from dbt_prefect.model.translator import DbtPrefectTranslator  # noqa: F401

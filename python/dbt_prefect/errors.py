@@ -31,6 +31,10 @@ class DbtCommandFailed(DbtPrefectError):
     """dbt raised or could not start; the message is dbt's own."""
 
 
+class StateStoreError(DbtPrefectError):
+    """``only_changed`` was asked for without a usable state store, or for a command it cannot narrow."""
+
+
 class PrefectDbtRunnerFailure(DbtPrefectError):
     """One or more dbt nodes failed; the message lists every failed node."""
 

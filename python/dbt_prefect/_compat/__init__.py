@@ -4,4 +4,6 @@
 - ``dbt``: dbt-core internals for the invocation environment and the orchestrator's warm
   per-node sessions.
 - ``dbt_plugin``: dbt's experimental plugin hook that hands over the parsed manifest.
+- ``dbt_state``: dbt's artifact readers, to check a stored state before ``--state`` uses
+  it, and which sources have a freshness config (``only_changed``).
 """

@@ -6,7 +6,7 @@
 
 The command and every dbt flag are dbt's own; dbt-prefect adds a few flags of its own
 (``--flow-run-name``, ``--tag``, ``--no-assets``, ``--include-compiled-code``,
-``--no-raise``). While dbt runs, the terminal shows live progress; at the end, a summary
+``--no-raise``, ``--only-changed``, ``--state-store``). While dbt runs, the terminal shows live progress; at the end, a summary
 like dbt's. Exit codes are dbt's: 0 success, 1 node failures, 2 dbt or usage error.
 
 Prefect, dbt and the runner are imported when a command runs, not at import: `--help`
@@ -74,6 +74,8 @@ Examples:
 
   dbt-prefect build --flow-run-name nightly --tag nightly --no-raise
 
+  dbt-prefect build --only-changed --state-store .dbt-state
+
   dbt-prefect source freshness --project-dir integration_project
 
 Exit codes are dbt's: 0 success, 1 a node failed, 2 dbt or usage error.
@@ -101,6 +103,8 @@ class Options:
     no_assets: bool = False
     include_compiled_code: bool = False
     no_raise: bool = False
+    only_changed: bool = False
+    state_store: str | None = None
 
 
 def _make_command(dbt_command: tuple[str, ...]):
@@ -170,6 +174,27 @@ def _make_command(dbt_command: tuple[str, ...]):
                 help="Let the flow run complete when nodes fail. The exit code is still 1.",
             ),
         ] = False,
+        only_changed: Annotated[
+            bool,
+            typer.Option(
+                "--only-changed",
+                rich_help_panel=_PANEL,
+                help="Build only what changed since the state in --state-store: modified, failed "
+                "or skipped last time, or below a source with new rows (build only).",
+            ),
+        ] = False,
+        state_store: Annotated[
+            str | None,
+            typer.Option(
+                "--state-store",
+                envvar="DBT_PREFECT_STATE_STORE",
+                metavar="PATH",
+                show_default=False,
+                rich_help_panel=_PANEL,
+                help="Where --only-changed keeps the last build's artifacts: a directory, "
+                "or a Prefect block slug such as local-file-system/dbt-state.",
+            ),
+        ] = None,
     ) -> None:
         options = Options(
             project_dir=project_dir,
@@ -179,6 +204,8 @@ def _make_command(dbt_command: tuple[str, ...]):
             no_assets=no_assets,
             include_compiled_code=include_compiled_code,
             no_raise=no_raise,
+            only_changed=only_changed,
+            state_store=state_store,
         )
         raise typer.Exit(run_command([*dbt_command, *ctx.args], options, ctx))
 
@@ -248,6 +275,7 @@ def run_command(args: Sequence[str], options: Options, ctx: typer.Context | None
 
     from dbt_prefect.errors import DbtPrefectError
     from dbt_prefect.runner.args import parse_invocation
+    from dbt_prefect.runner.changed import check_request
     from dbt_prefect.runner.invocation import check_project
     from dbt_prefect.runner.report import project_name
     from dbt_prefect.settings import PrefectDbtSettings
@@ -259,6 +287,8 @@ def run_command(args: Sequence[str], options: Options, ctx: typer.Context | None
         settings = PrefectDbtSettings(**given)
         check_project(settings.project_dir)
         invocation = parse_invocation(list(args))
+        if options.only_changed:
+            check_request(invocation, {}, options.state_store)
     except DbtPrefectError as exc:
         print_error(str(exc))
         return EXIT_ERROR
@@ -315,11 +345,13 @@ def _make_flow(project: str, settings: Any, options: Options, display: ProgressD
             raise_on_failure=not options.no_raise,
             include_compiled_code=options.include_compiled_code,
             disable_assets=options.no_assets,
+            state_store=options.state_store,
         )
         outcome.runner = runner
         outcome.started = time.monotonic()
+        extra = {"only_changed": True} if options.only_changed else {}
         try:
-            outcome.result = runner.invoke(args, callbacks=[display.callback])
+            outcome.result = runner.invoke(args, callbacks=[display.callback], **extra)
         except BaseException as exc:
             outcome.error = exc
             raise

@@ -2,7 +2,8 @@
 
 ``args`` reads the command; ``events`` is the cheap dbt callback; ``recorder`` turns dbt
 events into task-run states and logs; ``asset_events`` emits asset events; ``report`` and
-``failures`` summarise the invocation.
+``failures`` summarise the invocation; ``changed`` and ``state_store`` are
+``only_changed``'s selection and the store of the last build's artifacts.
 """
 
 from dbt_prefect.runner.runner import PrefectDbtRunner

@@ -82,3 +82,20 @@ def parse_invocation(args: Sequence[str]) -> DbtInvocation:
                 i += 1
         i += 1
     return DbtInvocation(args=args, command=" ".join(names), flags=flags)
+
+
+def command_params(args: Sequence[str]) -> dict[str, Any]:
+    """The values dbt's command line parser gives the command's parameters (flags,
+    environment variables, defaults), e.g. ``select`` and ``full_refresh`` for a build."""
+    ctx = cli.make_context(cli.name, list(args), resilient_parsing=True)
+    params = dict(ctx.params)
+    rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+    command: Any = cli
+    while isinstance(command, click.Group) and rest:
+        name, command, rest = command.resolve_command(ctx, rest)
+        if command is None:
+            break
+        ctx = command.make_context(name, list(rest), parent=ctx, resilient_parsing=True)
+        params.update(ctx.params)
+        rest = list(getattr(ctx, "_protected_args", [])) + list(ctx.args)
+    return params

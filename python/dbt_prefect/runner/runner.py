@@ -23,14 +23,16 @@ from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.profiles.resolve import ResolvedProfiles, resolved_profiles
 from dbt_prefect.runner.args import DbtInvocation, parse_invocation
 from dbt_prefect.runner.asset_events import AssetEmitter
+from dbt_prefect.runner.changed import ChangedBuild, check_request
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, result_message, summarise_failures
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
-from dbt_prefect.runner.report import RunReport, publish_run_report
-from dbt_prefect.runner.target import RunTarget
+from dbt_prefect.runner.report import RunReport, project_name, publish_run_report
+from dbt_prefect.runner.state_store import StateStore, resolve_state_store
+from dbt_prefect.runner.target import RunTarget, run_logger
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
@@ -50,6 +52,11 @@ class PrefectDbtRunner(HookRegistration):
     The arguments of ``invoke`` are dbtRunner's. Inside a flow or task, every node dbt
     executes becomes a task run whose state follows the node's status, with the node's
     logs; seeds, models and snapshots become Prefect assets.
+
+    ``invoke(["build", ...], only_changed=True)`` builds only what changed since the
+    state kept in ``state_store``: a local directory, a Prefect filesystem block slug
+    ("local-file-system/dbt-state"), a WritableFileSystem block or a ResultStore
+    (see runner/changed.py).
     """
 
     def __init__(
@@ -62,6 +69,7 @@ class PrefectDbtRunner(HookRegistration):
         disable_assets: bool = False,
         create_summary_artifact: bool = True,
         translator: DbtPrefectTranslator | None = None,
+        state_store: Any = None,
     ) -> None:
         self.manifest = manifest
         self.settings = settings if settings is not None else PrefectDbtSettings()
@@ -73,6 +81,8 @@ class PrefectDbtRunner(HookRegistration):
         self.create_summary_artifact = create_summary_artifact
         # Task-run names, asset keys and properties, materialization metadata (translator.py).
         self.translator = translator if translator is not None else DbtPrefectTranslator()
+        # Where invoke(..., only_changed=True) keeps the last build's artifacts (state_store.py).
+        self.state_store = state_store
         # How long invoke() waits for the server to show every task run it recorded.
         self.record_timeout_seconds = 60.0
         # The last invoke's recorder and run report, for the CLI's summary.
@@ -83,7 +93,10 @@ class PrefectDbtRunner(HookRegistration):
 
     # -- public ----------------------------------------------------------------------
     def invoke(self, args: Sequence[str], **kwargs: Any) -> Any:
-        """Run ``dbt <args>`` and return dbt's ``dbtRunnerResult``."""
+        """Run ``dbt <args>`` and return dbt's ``dbtRunnerResult``.
+
+        ``only_changed=True`` (build only) selects what changed since the stored state."""
+        only_changed = bool(kwargs.pop("only_changed", False))
         invocation = parse_invocation(args)
         project_dir = Path(invocation.given("project_dir", kwargs) or self.settings.project_dir).expanduser()
         profiles_dir = Path(invocation.given("profiles_dir", kwargs) or self.settings.profiles_dir).expanduser()
@@ -93,6 +106,10 @@ class PrefectDbtRunner(HookRegistration):
         top_command = invocation.command.split(" ")[0]
         if top_command not in _NO_PROJECT_COMMANDS:
             check_project(project_dir)
+        store = None
+        if only_changed:
+            check_request(invocation, kwargs, self.state_store)
+            store = resolve_state_store(self.state_store, project_name(project_dir))
         operation_errors = None
         if invocation.command == "run-operation":
             # run-operation's result names no node; keep dbt's error line for the summary.
@@ -107,7 +124,16 @@ class PrefectDbtRunner(HookRegistration):
             with DBT_INVOCATION_LOCK:
                 if top_command in _NO_PROFILE_COMMANDS:
                     result = self._run_dbt(
-                        invocation, kwargs, project_dir, profiles_dir, target_path, dbt_level, None, hooks, after_dbt
+                        invocation,
+                        kwargs,
+                        project_dir,
+                        profiles_dir,
+                        target_path,
+                        dbt_level,
+                        None,
+                        hooks,
+                        after_dbt,
+                        store,
                     )
                 else:
                     with resolved_profiles(profiles_dir, client=_sync_client_or_none(self.client)) as profiles:
@@ -121,6 +147,7 @@ class PrefectDbtRunner(HookRegistration):
                             profiles,
                             hooks,
                             after_dbt,
+                            store,
                         )
         finally:
             _run_after_dbt(after_dbt)
@@ -140,6 +167,7 @@ class PrefectDbtRunner(HookRegistration):
         profiles: ResolvedProfiles | None,
         hooks: InvocationHooks | None,
         after_dbt: list[Callable[[], None]],
+        store: StateStore | None = None,
     ) -> dbtRunnerResult | None:
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
@@ -163,9 +191,10 @@ class PrefectDbtRunner(HookRegistration):
         # Paths go on the command line: dbt validates its path defaults while parsing,
         # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
         dbt_args = _without_managed_flags(invocation.args)
-        dbt_args += ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+        paths = ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
         if target_path is not None:
-            dbt_args += ["--target-path", str(target_path)]
+            paths += ["--target-path", str(target_path)]
+        dbt_args += paths
         dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
         user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
         # dbt's own console output would repeat every line Prefect's loggers print.
@@ -173,6 +202,12 @@ class PrefectDbtRunner(HookRegistration):
         if "log_level_file" not in kwargs and not any(a.startswith("--log-level-file") for a in dbt_args):
             # Otherwise dbt derives the file level from "none" and stops writing logs/dbt.log.
             dbt_kwargs["log_level_file"] = "debug"
+        changed = None
+        if store is not None:
+            # Source freshness and the selection of what changed (changed.py).
+            changed = ChangedBuild.prepare(store, invocation, kwargs, paths, _sayer(target))
+            dbt_kwargs.update(changed.dbt_kwargs())
+            user_callbacks.append(changed.artifacts)
 
         result = None
         dbt_raised = False
@@ -201,6 +236,8 @@ class PrefectDbtRunner(HookRegistration):
                 recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
                 if emitter is not None:
                     emitter.release()
+                if changed is not None:
+                    changed.finish(result, dbt_raised)
                 self.last_recorder = recorder
                 finished_result = result
                 after_dbt.append(
@@ -308,6 +345,17 @@ def node_finished_listener(
         )
 
     return node_finished
+
+
+def _sayer(target: RunTarget | None) -> Callable[[int, str], None]:
+    """Log a line of only_changed's to the run's Prefect logger and to ``dbt_prefect``."""
+    run_log, extra = run_logger(target)
+
+    def say(level: int, message: str) -> None:
+        _logger.log(level, message)
+        run_log.log(level, message, extra=extra)
+
+    return say
 
 
 def _fail_fast(invocation: DbtInvocation, kwargs: dict[str, Any]) -> bool:
