@@ -21,6 +21,12 @@ Why each is needed:
   with retries and a bounded end. Anything sent outside such a context goes to Prefect's
   workers as before. ``related_resources`` is what the events worker attaches to each
   event from the run context.
+- Exit without the API: Prefect's event and log workers wait at interpreter exit, without
+  bound, until they have sent what they hold (QueueService registers that wait with
+  ``threading._register_atexit``). Once a run found the API gone, ``release_at_exit``
+  registers a hook that runs before theirs: if the API still does not answer, it drops
+  what they hold (the flow engine's own events and lines) and marks them done, so the
+  process exits.
 """
 
 from __future__ import annotations
@@ -154,3 +160,50 @@ def related_resources(timeout: float = 5.0) -> list[dict[str, str]]:
         _logger.debug("could not read the run context's related resources: %s", exc)
         return []
     return [resource.model_dump(mode="json") for resource in found]
+
+
+_release_installed = False
+
+
+def release_at_exit(api_answers: Any) -> None:
+    """At interpreter exit, if ``api_answers()`` is false, let Prefect's event and log
+    workers stop without sending what they still hold; say how much that was."""
+    global _release_installed
+    with _ROUTING_LOCK:
+        if _release_installed:
+            return
+        _release_installed = True
+
+    def release() -> None:
+        try:
+            if api_answers():
+                return
+        except Exception:
+            pass
+        import queue as queue_module
+        import sys
+
+        from prefect._internal.concurrency.services import QueueService
+
+        dropped = 0
+        for service in list(getattr(QueueService, "_instances", {}).values()):
+            if not isinstance(service, (EventsWorker, APILogWorker)):
+                continue
+            pending = getattr(service, "_queue", None)
+            while pending is not None:
+                try:
+                    item = pending.get_nowait()
+                except queue_module.Empty:
+                    break
+                pending.task_done()
+                dropped += item is not None
+            loop, done = getattr(service, "_loop", None), getattr(service, "_done_event", None)
+            if loop is not None and done is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(done.set)
+        if dropped:
+            sys.stderr.write(
+                f"dbt-prefect: the Prefect API is not answering; {dropped} event(s) and log batch item(s) "
+                "of Prefect's own workers were dropped at exit\n"
+            )
+
+    threading._register_atexit(release)  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from typing import Any
 
 from dbt_prefect.delivery.outbox import DeliveryReport, Outbox
 
-__all__ = ["DeliveryReport", "Outbox", "open_outbox", "routed"]
+__all__ = ["DeliveryReport", "Outbox", "deliver", "open_outbox", "routed"]
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -41,3 +41,23 @@ def routed(outbox: Outbox | None) -> Any:
     from dbt_prefect._compat.prefect import routed_to
 
     return routed_to(outbox)
+
+
+def deliver(outbox: Outbox | None, timeout: float) -> bool:
+    """Close the run's outbox: True when everything reached the API (or there was no outbox).
+
+    Otherwise one warning names what was not delivered, and Prefect's own workers are let
+    go at exit if the API is still away then."""
+    if outbox is None:
+        return True
+    report = outbox.close(timeout)
+    if not report.complete:
+        from dbt_prefect._compat.prefect import release_at_exit
+        from dbt_prefect.delivery.api import api_answers
+
+        _logger.warning(report.warning())
+        release_at_exit(api_answers)
+        return False
+    if report.rejected:
+        _logger.warning("the Prefect API rejected %d event(s) or log line(s): %s", report.rejected, report.error)
+    return True

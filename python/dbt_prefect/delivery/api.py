@@ -75,3 +75,15 @@ class PrefectApi:
 
     def close(self) -> None:
         self._client.close()
+
+
+def api_answers() -> bool:
+    """Whether the configured Prefect API answers its health check now."""
+    try:
+        api = PrefectApi()
+    except Exception:
+        return False
+    try:
+        return api.healthy()
+    finally:
+        api.close()

@@ -47,6 +47,7 @@ class DeliveryReport:
     log_lines: int = 0
     rejected: int = 0
     error: str | None = None
+    other_names: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -59,7 +60,7 @@ class DeliveryReport:
             f"{self.asset_events} asset event(s)",
         ]
         if self.other_events:
-            parts.append(f"{self.other_events} other event(s)")
+            parts.append(f"{self.other_events} other event(s) ({', '.join(self.other_names)})")
         cause = f" ({self.error})" if self.error else ""
         return (
             f"dbt-prefect could not deliver {', '.join(parts)} to the Prefect API{cause}; "
@@ -68,11 +69,12 @@ class DeliveryReport:
 
 
 class _Item:
-    __slots__ = ("body", "kind")
+    __slots__ = ("body", "kind", "name")
 
-    def __init__(self, body: bytes, kind: str) -> None:
+    def __init__(self, body: bytes, kind: str, name: str = "") -> None:
         self.body = body
         self.kind = kind  # "state", "asset", "event" or "log"
+        self.name = name
 
 
 class Outbox:
@@ -107,14 +109,13 @@ class Outbox:
             extra = [r for r in self.related if r["prefect.resource.id"] not in involved][:room]
             document["related"] = [*(document.get("related") or []), *extra]
         name = event.event
-        kind = (
-            "state"
-            if name.startswith("prefect.task-run.")
-            else "asset"
-            if name.startswith("prefect.asset.")
-            else "event"
-        )
-        self._put(self._events, _Item(orjson.dumps(document), kind))
+        if name.startswith("prefect.task-run."):
+            kind = "state"
+        elif name.startswith(("prefect.asset.", "dbt_prefect.asset.")):  # materializations, references, checks
+            kind = "asset"
+        else:
+            kind = "event"
+        self._put(self._events, _Item(orjson.dumps(document), kind, name))
 
     def add_log(self, log: dict[str, Any] | bytes) -> None:
         if isinstance(log, dict):
@@ -214,7 +215,8 @@ class Outbox:
             left = [*self._events, *self._logs]
             self._events.clear()
             self._logs.clear()
-        self.api.close() if thread is None or not thread.is_alive() else None
+        if thread is None or not thread.is_alive():
+            self.api.close()
         counts = {kind: sum(1 for item in left if item.kind == kind) for kind in ("state", "asset", "event", "log")}
         return DeliveryReport(
             task_run_states=counts["state"],
@@ -223,4 +225,5 @@ class Outbox:
             log_lines=counts["log"],
             rejected=self.rejected,
             error=self.last_error if left or self.rejected else None,
+            other_names=tuple(sorted({item.name for item in left if item.kind == "event"})),
         )

@@ -32,6 +32,7 @@ from typing import Any
 from dbt.cli.main import dbtRunner
 
 from dbt_prefect._compat.dbt import wave_builds_on
+from dbt_prefect.delivery import deliver, open_outbox, routed
 from dbt_prefect.model.levels import python_level
 from dbt_prefect.model.nodes import DbtNode, NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SKIPPED, classify, skip_reason
@@ -99,84 +100,100 @@ def run_waves(
     entries: list[Any] = []
     start_hooks_pending = "on-run-start" in graph.hook_types
     end_hooks_pending = "on-run-end" in graph.hook_types
-    with (
-        DBT_INVOCATION_LOCK,
-        resolved_profiles(options.profiles_dir) as profiles,
-        wave_builds_on(manifest),
-    ):
-        scrub = scrubber(profiles.secret_values)
-        emitter = None
-        if target is not None and not options.disable_assets:
-            emitter = AssetEmitter(catalog, include_compiled_code=options.include_compiled_code, scrub=scrub)
-        recorder = RunRecorder(
-            target=target,
-            catalog=catalog,
-            threshold=threshold,
-            scrub=scrub,
-            on_node_finished=node_finished_listener(emitter, hooks, catalog),
-        )
-        paths = ["--project-dir", str(options.project_dir), "--profiles-dir", str(profiles.profiles_dir)]
-        if target_path is not None:
-            paths += ["--target-path", str(target_path)]
-        for planned in graph.nodes:
-            if planned.unique_id in stale:
-                done = recorder.record_not_run(node_of(catalog, planned.unique_id), SKIPPED, stale[planned.unique_id])
-                results[planned.unique_id] = NodeResult.not_run(done)
-        try:
-            for number, wave in enumerate(waves):
-                runnable = _runnable(wave, results, catalog, recorder)
-                last = number == len(waves) - 1
-                if not runnable:
-                    continue
-                with_hooks = {"on-run-start": start_hooks_pending, "on-run-end": last and end_hooks_pending}
-                start_hooks_pending = False
-                if last:
-                    end_hooks_pending = False
-                invocation = {"command": "build", "args": [n.unique_id for n in runnable]}
-                args = [
-                    "build",
-                    "--select",
-                    *(node_selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
-                    "--indirect-selection",
-                    "empty",
-                    # Not per wave: manifest.json, as written by the build's parse, stays; a
-                    # run_results.json for the build is written when asked (write_run_results).
-                    "--no-write-json",
-                    *paths,
-                    *options.dbt_args,
-                ]
-                started = time.time()
-                recorder.start()
-                dbt_result: Any = None
-                raised = False
-                try:
-                    runner = dbtRunner(manifest=manifest, callbacks=[DbtEventRouter(recorder.forward, threshold)])
-                    with _hooks_left_out(manifest, {t for t, keep in with_hooks.items() if not keep}):
-                        dbt_result = runner.invoke(args, log_level="none", log_level_file="debug")
-                except BaseException:
-                    raised = True
-                    raise
-                finally:
-                    recorder.stop()
-                    raised = raised or getattr(dbt_result, "exception", None) is not None
-                    recorder.reconcile(_reported(dbt_result), dbt_raised=raised)
-                exception = getattr(dbt_result, "exception", None)
-                if exception is not None and not isinstance(exception, Exception):
-                    raise exception  # an interrupt or cancellation keeps its type
-                wave_entries = node_results(dbt_result)
-                entries += wave_entries
-                by_id = {getattr(getattr(e, "node", None), "unique_id", None): e for e in wave_entries}
-                for planned in runnable:
-                    results[planned.unique_id] = _result_of(
-                        planned, by_id.get(planned.unique_id), recorder, catalog, invocation, started, exception
+    outbox = open_outbox(target is not None)
+    try:
+        with (
+            DBT_INVOCATION_LOCK,
+            resolved_profiles(options.profiles_dir) as profiles,
+            wave_builds_on(manifest),
+            routed(outbox),
+        ):
+            scrub = scrubber(profiles.secret_values)
+            emitter = None
+            if target is not None and not options.disable_assets:
+                emitter = AssetEmitter(catalog, include_compiled_code=options.include_compiled_code, scrub=scrub)
+            recorder = RunRecorder(
+                target=target,
+                catalog=catalog,
+                threshold=threshold,
+                scrub=scrub,
+                on_node_finished=node_finished_listener(emitter, hooks, catalog),
+            )
+            paths = ["--project-dir", str(options.project_dir), "--profiles-dir", str(profiles.profiles_dir)]
+            if target_path is not None:
+                paths += ["--target-path", str(target_path)]
+            for planned in graph.nodes:
+                if planned.unique_id in stale:
+                    done = recorder.record_not_run(
+                        node_of(catalog, planned.unique_id), SKIPPED, stale[planned.unique_id]
                     )
-        finally:
-            if emitter is not None:
-                emitter.release()
+                    results[planned.unique_id] = NodeResult.not_run(done)
+            try:
+                for number, wave in enumerate(waves):
+                    runnable = _runnable(wave, results, catalog, recorder)
+                    last = number == len(waves) - 1
+                    if not runnable:
+                        continue
+                    with_hooks = {"on-run-start": start_hooks_pending, "on-run-end": last and end_hooks_pending}
+                    start_hooks_pending = False
+                    if last:
+                        end_hooks_pending = False
+                    invocation = {"command": "build", "args": [n.unique_id for n in runnable]}
+                    args = [
+                        "build",
+                        "--select",
+                        *(node_selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
+                        "--indirect-selection",
+                        "empty",
+                        # Not per wave: manifest.json, as written by the build's parse, stays; a
+                        # run_results.json for the build is written when asked (write_run_results).
+                        "--no-write-json",
+                        *paths,
+                        *options.dbt_args,
+                    ]
+                    started = time.time()
+                    recorder.start()
+                    dbt_result: Any = None
+                    raised = False
+                    try:
+                        runner = dbtRunner(manifest=manifest, callbacks=[DbtEventRouter(recorder.forward, threshold)])
+                        with _hooks_left_out(manifest, {t for t, keep in with_hooks.items() if not keep}):
+                            dbt_result = runner.invoke(args, log_level="none", log_level_file="debug")
+                    except BaseException:
+                        raised = True
+                        raise
+                    finally:
+                        recorder.stop()
+                        raised = raised or getattr(dbt_result, "exception", None) is not None
+                        recorder.reconcile(_reported(dbt_result), dbt_raised=raised)
+                    exception = getattr(dbt_result, "exception", None)
+                    if exception is not None and not isinstance(exception, Exception):
+                        raise exception  # an interrupt or cancellation keeps its type
+                    wave_entries = node_results(dbt_result)
+                    entries += wave_entries
+                    by_id = {getattr(getattr(e, "node", None), "unique_id", None): e for e in wave_entries}
+                    for planned in runnable:
+                        results[planned.unique_id] = _result_of(
+                            planned, by_id.get(planned.unique_id), recorder, catalog, invocation, started, exception
+                        )
+            finally:
+                if emitter is not None:
+                    emitter.release()
+    except BaseException:
+        try:  # what was recorded still goes out, in bounded time; the exception stands
+            deliver(outbox, options.record_timeout_seconds)
+        except BaseException:
+            pass
+        raise
     if target is not None:
-        wait_until_recorded(
-            recorder.task_run_ids, emitter.event_ids if emitter is not None else [], options.record_timeout_seconds
-        )
+        delivered = deliver(outbox, options.record_timeout_seconds)
+        if delivered:
+            wait_until_recorded(
+                recorder.task_run_ids,
+                emitter.event_ids if emitter is not None else [],
+                options.record_timeout_seconds,
+                flush=outbox is None,
+            )
         if options.create_summary_artifact:
             synthetic = SimpleNamespace(result=SimpleNamespace(results=entries), exception=None)
             publish_run_report(
@@ -187,6 +204,7 @@ def run_waves(
                 with_asset_keys=not options.disable_assets,
                 scrub=scrub,
                 dbt_result=synthetic,
+                publish_to_api=delivered,
             )
     ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
     return WaveBuild(ordered, entries, list(recorder.task_run_ids), _hook_results(entries), end_hooks_pending)

@@ -15,7 +15,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import State
 
 from dbt_prefect._compat.dbt_plugin import capture_manifest
-from dbt_prefect.delivery import Outbox, open_outbox, routed
+from dbt_prefect.delivery import Outbox, deliver, open_outbox, routed
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.levels import python_level, to_dbt_level
 from dbt_prefect.model.nodes import FinishedNode, NodeCatalog
@@ -259,16 +259,7 @@ class PrefectDbtRunner(HookRegistration):
         self.last_report = None
         if recorder.target is None:
             return
-        delivered = True
-        if outbox is not None:
-            report = outbox.close(self.record_timeout_seconds)
-            if not report.complete:
-                delivered = False
-                _logger.warning(report.warning())
-            elif report.rejected:
-                _logger.warning(
-                    "the Prefect API rejected %d event(s) or log line(s): %s", report.rejected, report.error
-                )
+        delivered = deliver(outbox, self.record_timeout_seconds)
         if delivered:
             event_ids = emitter.event_ids if emitter is not None else []
             wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds, flush=outbox is None)
