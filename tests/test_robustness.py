@@ -66,6 +66,7 @@ def test_an_interrupted_run_leaves_no_task_run_open(shop_project: Path) -> None:
     flow_run_id = UUID(process.stdout.splitlines()[0].strip())
     # Read once, no waiting: invoke() had recorded every task run before the signal ended the flow.
     runs = by_name(task_runs(flow_run_id))
+    assert "model orders" in runs, process.stdout[-3000:] + process.stderr[-6000:]
     assert {run.state_type.value for run in runs.values()} <= TERMINAL
     # The signal races the node's own query: dbt either never reports the node (we close
     # it as Crashed) or reports it errored because its query was cancelled (Failed).
@@ -84,9 +85,13 @@ def test_fail_fast_leaves_every_task_run_terminal(shop_project: Path) -> None:
         runner = runner_for(shop_project, raise_on_failure=False)
         seen["result"] = runner.invoke(["build", "--fail-fast", "--vars", "{fail_demo_test: true}"])
         seen["runs"] = task_runs(FlowRunContext.get().flow_run.id)
+        seen["report"] = runner.last_report
 
     fail_fast()
     assert seen["result"].success is False
+    # Every task run, those closed after dbt returned included, is in the run report, in its state's words.
+    reported = {node.task_run_name: node.status for node in seen["report"].nodes}
+    assert set(reported) == {run.name for run in seen["runs"]}
     states = Counter(run.state_type.value for run in seen["runs"])
     assert set(states) <= TERMINAL
     assert states["FAILED"] >= 1

@@ -32,7 +32,11 @@ def upstream_asset_nodes(node: DbtNode, catalog: NodeCatalog) -> Iterable[DbtNod
 
 
 def materialization_metadata(node_info: Any, run_result: Any, message: str) -> dict[str, Any]:
-    """What dbt reported about the run: node_info, execution_time, rows_affected, message."""
+    """What dbt reported about the run: node_info, execution_time, rows_affected, message.
+
+    A node dbt never finished (closed after dbt returned) has neither: its message only."""
+    if node_info is None or run_result is None:
+        return {"message": message}
     metadata = MessageToDict(node_info, preserving_proto_field_name=True)
     metadata.pop("node_checksum", None)
     metadata["execution_time"] = run_result.execution_time

@@ -27,7 +27,7 @@ from dbt_prefect._compat.prefect import emit_task_run_state_change_event, prefec
 from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
 from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
 from dbt_prefect.model.package_contract import COLLECT_METADATA_ENV, COLLECT_METADATA_ON
-from dbt_prefect.model.statuses import SKIPPED, classify, prefect_state, skip_reason
+from dbt_prefect.model.statuses import ERROR, SKIPPED, classify, prefect_state, skip_reason
 from dbt_prefect.runner.events import (
     JINJA_LOG_EVENTS,
     NODE_FINISHED,
@@ -91,7 +91,8 @@ class RunRecorder:
         self._metadata: dict[str, WarehouseMetadata] = {}
         self._saved_env: tuple[str, str | None] | None = None
         self._thread: threading.Thread | None = None
-        self._handler_error_logged = False
+        # Errors of the event handler, by "ExceptionType in EventName": counted, summarised at stop.
+        self.handler_errors: dict[str, int] = {}
         self._run_logger, self._run_extra = run_logger(target)
         self._task_logger = logging.getLogger("prefect.task_runs")
 
@@ -112,6 +113,16 @@ class RunRecorder:
         self._queue.put(_STOP)
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
+        self._log_error_summary()
+
+    def _log_error_summary(self) -> None:
+        """One warning for the handler errors so far, counted by kind; then they start over."""
+        if self.handler_errors:
+            total = sum(self.handler_errors.values())
+            kinds = ", ".join(f"{n} x {kind}" for kind, n in sorted(self.handler_errors.items()))
+            _logger.warning("dbt-prefect could not process %d dbt event(s) of this run: %s", total, kinds)
+            self.handler_errors.clear()
         if self._saved_env is not None:
             name, previous = self._saved_env
             self._saved_env = None
@@ -124,28 +135,36 @@ class RunRecorder:
         get = self._queue.get
         waiting = self._not_yet_running
         while True:
-            if waiting:
-                due = next(iter(waiting.values())).started + RUNNING_STATE_DELAY - time.time()
-                try:
-                    msg = get(timeout=max(due, 0.0))
-                except queue.Empty:
-                    self._send_due_running_states()
-                    continue
-            else:
-                msg = get()
-            if msg is _STOP:
-                return
-            if msg.__class__ is RecorderQuestion:
-                self._answer(msg)
-                continue
+            msg: Any = None
             try:
+                if waiting:
+                    due = next(iter(waiting.values())).started + RUNNING_STATE_DELAY - time.time()
+                    try:
+                        msg = get(timeout=max(due, 0.0))
+                    except queue.Empty:
+                        self._send_due_running_states()
+                        continue
+                else:
+                    msg = get()
+                if msg is _STOP:
+                    return
+                if msg.__class__ is RecorderQuestion:
+                    self._answer(msg)
+                    continue
                 self._handle(msg)
                 if waiting:
                     self._send_due_running_states()
-            except Exception:  # never let one odd event stop the mirroring of the rest
-                if not self._handler_error_logged:
-                    self._handler_error_logged = True
-                    _logger.exception("dbt-prefect could not process dbt event %s", msg.info.name)
+            except Exception as exc:  # never let one odd event stop the mirroring of the rest
+                self._count_error(exc, msg)
+
+    def _count_error(self, exc: Exception, msg: Any) -> None:
+        name = getattr(getattr(msg, "info", None), "name", None) or (
+            "closing a node after dbt returned" if msg is None else type(msg).__name__
+        )
+        kind = f"{type(exc).__name__} in {name}"
+        if not self.handler_errors:
+            _logger.exception("dbt-prefect could not process dbt event %s", name)
+        self.handler_errors[kind] = self.handler_errors.get(kind, 0) + 1
 
     def _send_due_running_states(self) -> None:
         deadline = time.time() - RUNNING_STATE_DELAY
@@ -356,14 +375,33 @@ class RunRecorder:
         for unique_id, run in list(self._open.items()):
             reported = dbt_statuses.get(unique_id)
             if reported is not None:
-                status, message = reported
-                state = prefect_state(status, self._scrub(message), now)
+                status, message = reported[0], self._scrub(reported[1])
+                state = prefect_state(status, message, now)
             elif dbt_raised:
-                state = Crashed(message="dbt stopped before this node finished", timestamp=utc_datetime(now))
+                status, message = ERROR, "dbt stopped before this node finished"
+                state = Crashed(message=message, timestamp=utc_datetime(now))
             else:
-                state = prefect_state(SKIPPED, "dbt started this node but never finished it", now)
+                status, message = SKIPPED, "dbt started this node but never finished it"
+                state = prefect_state(status, message, now)
             self._set_state(run, state)
             del self._open[unique_id]
+            # In the run report and the failure summary, with asset events that follow this state.
+            closed = FinishedNode(
+                node=run.node,
+                status=status,
+                message=message,
+                task_run_id=run.task_run.id,
+                node_info=None,
+                run_result=None,
+                metadata=self._metadata.pop(unique_id, None),
+            )
+            self.finished[unique_id] = closed
+            if self._on_node_finished is not None:
+                try:
+                    self._on_node_finished(closed, state)
+                except Exception as exc:  # dbt's outcome stands; the error is counted and summarised
+                    self._count_error(exc, None)
+        self._log_error_summary()
         for unique_id, (status, message) in dbt_statuses.items():
             done = self.finished.get(unique_id)
             finished_run = self._runs.get(unique_id)

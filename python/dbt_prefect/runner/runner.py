@@ -228,21 +228,25 @@ class PrefectDbtRunner(HookRegistration):
                 dbt_raised = True
                 raise
             finally:
-                recorder.stop()
-                if hooks is not None:
-                    hooks.models_done()
-                if result is not None and getattr(result, "exception", None) is not None:
-                    dbt_raised = True
-                recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
-                if emitter is not None:
-                    emitter.release()
-                if changed is not None:
-                    changed.finish(result, dbt_raised)
-                self.last_recorder = recorder
                 finished_result = result
+                # Whatever happens below, what was recorded is delivered.
                 after_dbt.append(
                     lambda: self._deliver(outbox, recorder, emitter, invocation, project_dir, scrub, finished_result)
                 )
+                self.last_recorder = recorder
+                try:
+                    recorder.stop()
+                    if hooks is not None:
+                        hooks.models_done()
+                    if result is not None and getattr(result, "exception", None) is not None:
+                        dbt_raised = True
+                    recorder.reconcile(_reported_statuses(result), dbt_raised=dbt_raised)
+                    if emitter is not None:
+                        emitter.release()
+                    if changed is not None:
+                        changed.finish(result, dbt_raised)
+                except Exception as exc:  # never in place of dbt's own result or exception
+                    _logger.warning("dbt-prefect could not close the run's records: %s: %s", type(exc).__name__, exc)
         return result
 
     def _deliver(
