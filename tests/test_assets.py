@@ -137,6 +137,15 @@ def event_shape(events: list[Any]) -> list[tuple[str, str, tuple[str, ...], tupl
     return sorted(shapes)
 
 
+def test_no_write_json_gives_the_same_asset_keys_and_lineage(tmp_path: Path) -> None:
+    normal = build_in_flow(make_shop_copy(tmp_path / "normal"), ["build"])
+    project = make_shop_copy(tmp_path / "without-json")
+    without_json = build_in_flow(project, ["build", "--no-write-json"])
+    assert not (project / "target" / "manifest.json").exists()
+    assert len(materializations(without_json["events"])) == 12  # seeds, models and the snapshot
+    assert event_shape(without_json["events"]) == event_shape(normal["events"])
+
+
 def test_asset_events_are_those_of_prefects_own_materializing_tasks_for_the_same_graph(
     shop_build: dict[str, Any],
 ) -> None:

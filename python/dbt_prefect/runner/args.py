@@ -20,6 +20,7 @@ _VALUE_FLAGS = {
     "--target": "target",
     "-t": "target",
     "--profile": "profile",
+    "--vars": "vars",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -172,7 +173,10 @@ class PrefectDbtRunner(HookRegistration):
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
         scrub = scrubber(profiles.secret_values if profiles is not None else ())
-        catalog = NodeCatalog(self.manifest, self.translator)
+        manifest = self.manifest
+        if manifest is None and target is not None and _writes_no_json(invocation, kwargs):
+            manifest = _parsed_without_json(invocation, kwargs, project_dir, profiles_dir, target_path)
+        catalog = NodeCatalog(manifest, self.translator)
         emitter = None
         if target is not None and not self.disable_assets:
             emitter = AssetEmitter(
@@ -220,7 +224,7 @@ class PrefectDbtRunner(HookRegistration):
                     if hooks is not None:
                         hooks.start(slot.selected, lambda: catalog.manifest)
                     runner = dbtRunner(
-                        manifest=self.manifest,
+                        manifest=manifest,
                         callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks],
                     )
                     result = runner.invoke(dbt_args, **dbt_kwargs)
@@ -297,6 +301,39 @@ class PrefectDbtRunner(HookRegistration):
                 raise failure
             raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
         return result
+
+
+# Commands that run the project's nodes: their asset keys come from the manifest.
+_NODE_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "source freshness"})
+
+
+def _writes_no_json(invocation: DbtInvocation, kwargs: dict[str, Any]) -> bool:
+    """Whether dbt runs this node command without writing manifest.json (--no-write-json)."""
+    if invocation.command not in _NODE_COMMANDS:
+        return False
+    if "write_json" in kwargs:
+        return not kwargs["write_json"]
+    flags = [a for a in invocation.args if a in ("--write-json", "--no-write-json")]
+    if flags:
+        return flags[-1] == "--no-write-json"
+    return os.environ.get("DBT_WRITE_JSON", "").strip().lower() in ("0", "false", "no")
+
+
+def _parsed_without_json(
+    invocation: DbtInvocation, kwargs: dict[str, Any], project_dir: Path, profiles_dir: Path, target_path: Any
+) -> Any:
+    """The manifest, parsed ahead of a --no-write-json run: without manifest.json, dbt never
+    hands it to the plugin hook, and the nodes would get no asset keys or lineage. dbt then
+    builds on it without parsing again. None if the parse fails (dbt's own run says why)."""
+    args = ["parse", "--no-write-json", "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+    if target_path is not None:
+        args += ["--target-path", str(target_path)]
+    for name, flag in (("target", "--target"), ("profile", "--profile"), ("vars", "--vars")):
+        value = invocation.given(name, kwargs)
+        if value is not None:
+            args += [flag, value if isinstance(value, str) else json.dumps(value)]
+    parsed = dbtRunner().invoke(args, log_level="none")
+    return parsed.result if parsed.success else None
 
 
 def _run_after_dbt(steps: list[Callable[[], None]]) -> None:
