@@ -87,8 +87,26 @@ def message_of(run: Any) -> Optional[str]:
     return run.state.message if run.state is not None else None
 
 
-def events_of_flow_run(flow_run_id: UUID, prefix: str) -> list[Any]:
-    """Every event whose name starts with `prefix` and that is related to a flow run, oldest first."""
+def events_of_flow_run(flow_run_id: UUID, prefix: str, settle: float = 1.2, timeout: float = 20.0) -> list[Any]:
+    """Every event whose name starts with `prefix` and that is related to a flow run, oldest first.
+
+    invoke() returns once its events are delivered; the server stores them in batches
+    (every 0.5 s on the test server). So read until the events are there and no new one
+    came for `settle` seconds, for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    found = _read_events_of_flow_run(flow_run_id, prefix)
+    settled_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        again = _read_events_of_flow_run(flow_run_id, prefix)
+        if len(again) != len(found):
+            found, settled_since = again, time.monotonic()
+        elif time.monotonic() - settled_since >= settle:
+            break
+    return found
+
+
+def _read_events_of_flow_run(flow_run_id: UUID, prefix: str) -> list[Any]:
     from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 
     event_filter = EventFilter(

@@ -190,7 +190,8 @@ def run_waves(
         if delivered:
             wait_until_recorded(
                 recorder.task_run_ids,
-                emitter.event_ids if emitter is not None else [],
+                # Delivered events are the server's to store; only task runs are read back.
+                emitter.event_ids if emitter is not None and outbox is None else [],
                 options.record_timeout_seconds,
                 flush=outbox is None,
             )

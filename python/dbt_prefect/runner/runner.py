@@ -269,7 +269,9 @@ class PrefectDbtRunner(HookRegistration):
             return
         delivered = deliver(outbox, self.record_timeout_seconds)
         if delivered:
-            event_ids = emitter.event_ids if emitter is not None else []
+            # Task runs are read back; events the outbox delivered are the server's to store
+            # (in batches, every 5 s by default): invoke does not wait on that.
+            event_ids = emitter.event_ids if emitter is not None and outbox is None else []
             wait_until_recorded(recorder.task_run_ids, event_ids, self.record_timeout_seconds, flush=outbox is None)
         # -- run report artifact (report.py); never raises ----------------------------
         if self.create_summary_artifact:
