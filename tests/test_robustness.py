@@ -167,3 +167,31 @@ def test_log_level_flag_wins_over_settings(shop_project: Path) -> None:
     messages = [r.message for r in logs(seen["id"])]
     assert not any("loaded seed file" in m for m in messages)
     assert not any(m.startswith("Found ") for m in messages)
+
+
+def test_errors_in_the_recorder_are_counted_and_summarised_and_the_run_goes_on(
+    shop_project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dbt_prefect import DbtPrefectTranslator
+
+    class BrokenForMarts(DbtPrefectTranslator):
+        def materialization_metadata(self, node: Any, metadata: Any) -> dict[str, Any]:
+            if node.name in ("orders", "customers"):
+                raise RuntimeError(f"no metadata for {node.name}")
+            return super().materialization_metadata(node, metadata)
+
+    seen: dict[str, Any] = {}
+
+    @flow
+    def broken_translator() -> None:
+        seen["result"] = runner_for(shop_project, translator=BrokenForMarts()).invoke(["build"])
+        seen["runs"] = task_runs(FlowRunContext.get().flow_run.id)
+
+    with caplog.at_level("WARNING", logger="dbt_prefect"):
+        broken_translator()
+    assert seen["result"].success is True
+    runs = by_name(seen["runs"])
+    assert {run.state_type.value for run in runs.values()} == {"COMPLETED"}
+    assert state_of(runs["model customers"]) == ("COMPLETED", "Completed")
+    summaries = [r.getMessage() for r in caplog.records if "of this run" in r.getMessage()]
+    assert summaries == ["dbt-prefect could not process 2 dbt event(s) of this run: 2 x RuntimeError in NodeFinished"]

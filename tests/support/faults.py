@@ -168,7 +168,7 @@ def _close(sock: socket.socket) -> None:
 
 
 FLOW_SCRIPT = r'''
-import json, sys, time
+import json, sys, threading, time
 marks = {"started": time.time()}
 from prefect import flow
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
@@ -182,6 +182,16 @@ def watch(event):
         open(signal_file, "w").write("first node finished")
     elif name == "CommandCompleted":
         marks["dbt_done"] = time.time()
+        threading.Thread(target=take_the_dbt_lock, daemon=True).start()
+
+
+def take_the_dbt_lock():
+    # When another invocation in this process could start: the process-wide dbt lock is free.
+    from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK
+
+    if DBT_INVOCATION_LOCK.acquire(timeout=120):
+        marks["lock_free"] = time.time()
+        DBT_INVOCATION_LOCK.release()
 
 @flow(name="dbt-faults", persist_result=False)
 def build():

@@ -6,5 +6,6 @@
 ``per_wave`` runs one dbt build per wave in the flow's process; ``per_node`` submits one
 task per node, which ``worker`` runs in the ``warm_project`` of its process;
 ``results`` is the official results dict; ``run_results`` writes run_results.json for
-dbt retry; ``orchestrator`` ties them together.
+dbt retry; ``cache``, ``cache_keys`` and ``cache_store`` are CacheConfig's caching (keys
+over code and data, hit or miss, the stored keys); ``orchestrator`` ties them together.
 """

@@ -149,6 +149,30 @@ class NodeOptions:
     build_id: str | None = None
 
 
+# Builds whose API this worker process reached: checked once per build, again after a failure.
+_API_REACHED: set[str] = set()
+
+
+def _unreachable_api(build_id: str | None) -> str | None:
+    """Why this worker cannot reach the Prefect API, or None when it can."""
+    if build_id is not None and build_id in _API_REACHED:
+        return None
+    from dbt_prefect.delivery.api import PrefectApi
+
+    try:
+        api = PrefectApi()
+    except Exception as exc:
+        return str(exc)
+    try:
+        if not api.healthy():
+            return f"no answer from {api.url}/health"
+    finally:
+        api.close()
+    if build_id is not None:
+        _API_REACHED.add(build_id)
+    return None
+
+
 def _upstream_outcomes(upstream: Sequence[Any], unique_ids: Sequence[str]) -> list[NodeOutcome]:
     """The parents' outcomes; anything else (an exception from a parent that crashed) counts as an error."""
     outcomes = []
@@ -188,11 +212,18 @@ def run_node(
     scrub = scrubber(spec.secret_env.values)
     try:
         lock = DBT_INVOCATION_LOCK
+        problem = None if blocked else _unreachable_api(options.build_id)
         if blocked:
             with lock:
                 project, cold = warm_project(spec)
             outcome.status = SKIPPED
             outcome.message = _skip_reason(project, parents)
+        elif problem is not None:
+            # Its task run, logs and assets could not be recorded: the node does not run unseen.
+            outcome.message = (
+                f"worker {worker_name()} cannot reach the Prefect API ({problem}), so dbt-prefect did not run "
+                "this node; check PREFECT_API_URL and the network of the worker"
+            )
         else:
             with _concurrency_slot(options.concurrency_limit):
                 with lock:

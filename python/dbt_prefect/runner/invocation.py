@@ -1,11 +1,14 @@
 """What every dbt invocation in this process shares: the lock, the checks before dbt
-starts, the scrubbing of secrets, and dbt's exceptions in dbt-prefect's terms.
+starts, the scrubbing of secrets, dbt's exceptions in dbt-prefect's terms, and what runs
+after dbt returned without ever replacing its outcome.
 
 Used by the runner, the orchestrator's planning and its workers, and the CLI.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,6 +29,8 @@ from dbt_prefect.runner.args import DbtInvocation
 DBT_INVOCATION_LOCK = threading.RLock()
 
 Scrub = Callable[[str], str]
+
+_logger = logging.getLogger("dbt_prefect")
 
 
 def check_project(project_dir: Path) -> None:
@@ -80,3 +85,18 @@ def translate_dbt_exception(
             "or pass --target / --profiles-dir, DBT_PROFILES_DIR, PrefectDbtSettings(profiles_dir=...))"
         )
     return DbtCommandFailed(f"dbt command '{invocation.command}' failed: {kind}: {text}")
+
+
+def run_after_dbt(steps: list[Callable[[], None]]) -> None:
+    """Run what follows dbt. Nothing here replaces dbt's result or dbt's exception: an
+    error is logged; an interrupt while dbt's own exception is on its way is logged too."""
+    dbt_exception = sys.exc_info()[1]
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            _logger.warning("dbt-prefect could not finish recording the run: %s: %s", type(exc).__name__, exc)
+        except BaseException as exc:
+            if dbt_exception is None:
+                raise
+            _logger.warning("dbt-prefect stopped recording the run (%s) while dbt raised", type(exc).__name__)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,14 @@ from dbt_prefect.runner.changed import ChangedBuild, check_request
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, result_message, summarise_failures
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
-from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project, scrubber, translate_dbt_exception
+from dbt_prefect.runner.invocation import (
+    DBT_INVOCATION_LOCK,
+    check_project,
+    run_after_dbt,
+    scrubber,
+    translate_dbt_exception,
+)
+from dbt_prefect.runner.parse_ahead import parsed_without_json, writes_no_json
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
 from dbt_prefect.runner.report import RunReport, project_name, publish_run_report
@@ -151,7 +156,7 @@ class PrefectDbtRunner(HookRegistration):
                             store,
                         )
         finally:
-            _run_after_dbt(after_dbt)
+            run_after_dbt(after_dbt)
         if hooks is not None:
             hooks.finish(result, node_results(result))
         return self._outcome(invocation, result, project_dir, profiles_dir, operation_errors)
@@ -174,8 +179,8 @@ class PrefectDbtRunner(HookRegistration):
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
         scrub = scrubber(profiles.secret_values if profiles is not None else ())
         manifest = self.manifest
-        if manifest is None and target is not None and _writes_no_json(invocation, kwargs):
-            manifest = _parsed_without_json(invocation, kwargs, project_dir, profiles_dir, target_path)
+        if manifest is None and target is not None and writes_no_json(invocation, kwargs):
+            manifest = parsed_without_json(invocation, kwargs, project_dir, profiles_dir, target_path)
         catalog = NodeCatalog(manifest, self.translator)
         emitter = None
         if target is not None and not self.disable_assets:
@@ -303,54 +308,6 @@ class PrefectDbtRunner(HookRegistration):
                 raise failure
             raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
         return result
-
-
-# Commands that run the project's nodes: their asset keys come from the manifest.
-_NODE_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "source freshness"})
-
-
-def _writes_no_json(invocation: DbtInvocation, kwargs: dict[str, Any]) -> bool:
-    """Whether dbt runs this node command without writing manifest.json (--no-write-json)."""
-    if invocation.command not in _NODE_COMMANDS:
-        return False
-    if "write_json" in kwargs:
-        return not kwargs["write_json"]
-    flags = [a for a in invocation.args if a in ("--write-json", "--no-write-json")]
-    if flags:
-        return flags[-1] == "--no-write-json"
-    return os.environ.get("DBT_WRITE_JSON", "").strip().lower() in ("0", "false", "no")
-
-
-def _parsed_without_json(
-    invocation: DbtInvocation, kwargs: dict[str, Any], project_dir: Path, profiles_dir: Path, target_path: Any
-) -> Any:
-    """The manifest, parsed ahead of a --no-write-json run: without manifest.json, dbt never
-    hands it to the plugin hook, and the nodes would get no asset keys or lineage. dbt then
-    builds on it without parsing again. None if the parse fails (dbt's own run says why)."""
-    args = ["parse", "--no-write-json", "--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
-    if target_path is not None:
-        args += ["--target-path", str(target_path)]
-    for name, flag in (("target", "--target"), ("profile", "--profile"), ("vars", "--vars")):
-        value = invocation.given(name, kwargs)
-        if value is not None:
-            args += [flag, value if isinstance(value, str) else json.dumps(value)]
-    parsed = dbtRunner().invoke(args, log_level="none")
-    return parsed.result if parsed.success else None
-
-
-def _run_after_dbt(steps: list[Callable[[], None]]) -> None:
-    """Run what follows dbt. Nothing here replaces dbt's result or dbt's exception: an
-    error is logged; an interrupt while dbt's own exception is on its way is logged too."""
-    dbt_exception = sys.exc_info()[1]
-    for step in steps:
-        try:
-            step()
-        except Exception as exc:
-            _logger.warning("dbt-prefect could not finish recording the run: %s: %s", type(exc).__name__, exc)
-        except BaseException as exc:
-            if dbt_exception is None:
-                raise
-            _logger.warning("dbt-prefect stopped recording the run (%s) while dbt raised", type(exc).__name__)
 
 
 def node_finished_listener(
