@@ -3,7 +3,8 @@
 ``args`` reads the command; ``events`` is the cheap dbt callback; ``recorder`` turns dbt
 events into task-run states and logs; ``asset_events`` emits asset events; ``report`` and
 ``failures`` summarise the invocation; ``changed`` and ``state_store`` are
-``only_changed``'s selection and the store of the last build's artifacts.
+``only_changed``'s selection and the store of the last build's artifacts; ``cancellation``
+turns a timeout, cancellation or SIGTERM into dbt's own cancel path.
 """
 
 from dbt_prefect.runner.runner import PrefectDbtRunner
