@@ -175,3 +175,76 @@ def test_sigterm_to_a_flow_process_cancels_the_queries_in_flight(tmp_path: Path,
     assert message_of(run) == "Execution was aborted by a termination signal."
     runs = assert_nodes_closed(run.id)
     assert sorted(runs) == ["model quick", "model sleepy_a", "model sleepy_b"]
+
+
+SERVED_FLOW = """
+from prefect import flow
+from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
+
+
+@flow(name="dbt-cancel-deployment")
+def build(project: str) -> None:
+    PrefectDbtRunner(settings=PrefectDbtSettings(project_dir=project, profiles_dir=project)).invoke(["build"])
+
+
+if __name__ == "__main__":
+    build.serve(name="cancel-test")
+"""
+
+
+def test_cancelling_a_deployment_flow_run_cancels_the_queries_in_flight(tmp_path: Path, postgres: Any) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
+
+    marker = "cancel_deployment"
+    project = make_small_project(tmp_path, postgres, marker, marker, sleeping_models(marker))
+    script = tmp_path / "served_flow.py"
+    script.write_text(SERVED_FLOW)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(dbt_prefect.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    }
+    # The Prefect runner that serves the deployment; it runs each flow run in a process of its own.
+    runner = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            deployment = poll(
+                lambda: _deployment(client, "dbt-cancel-deployment/cancel-test"), lambda d: d is not None, timeout=120
+            )
+            assert deployment is not None, "the runner never served the deployment"
+            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={"project": str(project)})
+            assert poll(lambda: both_sleeping(postgres, marker), bool, timeout=120), "the sleeping models never started"
+            client.set_flow_run_state(flow_run.id, Cancelling(), force=True)
+            cancelled = time.monotonic()
+            assert poll(lambda: queries_of(postgres, marker), lambda q: q == [], timeout=10) == []
+            assert time.monotonic() - cancelled < 10
+            run = poll(lambda: client.read_flow_run(flow_run.id), lambda r: r.state_type.value == "CANCELLED", 30)
+        assert state_of(run) == ("CANCELLED", "Cancelled"), message_of(run)
+        runs = assert_nodes_closed(run.id)
+        assert sorted(runs) == ["model quick", "model sleepy_a", "model sleepy_b"]
+    finally:
+        os.killpg(runner.pid, signal.SIGTERM)
+        try:
+            output, _ = runner.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(runner.pid, signal.SIGKILL)
+            output, _ = runner.communicate(timeout=30)
+        print(output[-5000:])
+
+
+def _deployment(client: Any, name: str) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        return None
