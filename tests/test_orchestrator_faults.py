@@ -49,6 +49,16 @@ def sleeping_client_port(postgres: Any) -> int | None:
     return rows[0][0] if len(rows) == 1 else None
 
 
+def scheduler_records(cluster: Any) -> dict[str, Any]:
+    from distributed import Client
+
+    def records(dask_scheduler: Any) -> dict[str, Any]:
+        return dict(dask_scheduler.task_metadata.get("dbt-prefect-node-executions", {}))
+
+    with Client(cluster) as client:
+        return client.run_on_scheduler(records)
+
+
 def process_with_local_port(pids: set[int], port: int) -> int | None:
     for pid in pids:
         if any(c.laddr and c.laddr.port == port for c in psutil.Process(pid).net_connections(kind="tcp")):
@@ -91,6 +101,8 @@ def test_a_worker_killed_in_the_middle_of_a_node_spends_one_of_its_retries(
     assert sorted(runs) == ["model downstream", "model sleepy", "model upstream"]
     by_node = {r.node.name: r for r in outcome.result.results}
     sleepy = runs["model sleepy"]
+    # What the node tasks noted on the scheduler is gone with the build.
+    assert not set(scheduler_records(dask_cluster)) & {str(run.id) for run in runs.values()}
     if retries:
         # Run again on a live worker, as its second and last attempt.
         assert [(r.node.name, r.status) for r in outcome.result.results] == [

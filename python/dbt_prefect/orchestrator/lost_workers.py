@@ -109,3 +109,18 @@ def record_finished(outcome: Any) -> None:
         client.set_metadata([_METADATA_KEY, str(context.task_run.id), "finished"], pickle.dumps(outcome))
     except Exception as exc:
         _logger.warning("dbt-prefect: could not record this node's outcome on Dask: %s", exc)
+
+
+def _forget(dask_scheduler: Any, task_run_ids: list[str]) -> None:
+    records = dask_scheduler.task_metadata.get(_METADATA_KEY)
+    if isinstance(records, dict):
+        for task_run_id in task_run_ids:
+            records.pop(task_run_id, None)
+
+
+def forget_executions(client: Any, task_run_ids: list[Any]) -> None:
+    """After a build, in the flow: drop its nodes' records from the scheduler's metadata."""
+    try:
+        client.run_on_scheduler(_forget, task_run_ids=[str(i) for i in task_run_ids])
+    except Exception as exc:  # a scheduler that went away keeps nothing
+        _logger.debug("dbt-prefect: could not drop the node records on the Dask scheduler: %s", exc)

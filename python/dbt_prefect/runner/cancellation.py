@@ -38,7 +38,9 @@ from prefect.exceptions import TerminationSignal
 
 from dbt_prefect._compat.prefect_timeouts import redirect_injected_exceptions
 
-_SIGNALS: tuple[int, ...] = (signal.SIGALRM, signal.SIGTERM)
+# SIGALRM: Prefect's timeouts in the main thread; SIGTERM: termination and cancellation.
+# (Windows has no SIGALRM, and Prefect no sync timeouts there.)
+_SIGNALS: tuple[int, ...] = tuple(getattr(signal, name) for name in ("SIGALRM", "SIGTERM") if hasattr(signal, name))
 
 
 class _Interrupt:
