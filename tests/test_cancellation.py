@@ -129,19 +129,26 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
 
-project, id_file = Path(sys.argv[1]), Path(sys.argv[2])
+project, id_file, in_flow = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "in a flow"
+
+
+def invoke():
+    PrefectDbtRunner(settings=PrefectDbtSettings(project_dir=project, profiles_dir=project)).invoke(["build"])
+
 
 @flow(name="dbt-cancel-sigterm")
 def build():
     id_file.write_text(str(FlowRunContext.get().flow_run.id))
-    PrefectDbtRunner(settings=PrefectDbtSettings(project_dir=project, profiles_dir=project)).invoke(["build"])
+    invoke()
 
-build()
+
+build() if in_flow else invoke()
 """
 
 
-def test_sigterm_to_a_flow_process_cancels_the_queries_in_flight(tmp_path: Path, postgres: Any) -> None:
-    marker = "cancel_sigterm"
+@pytest.mark.parametrize("where", ["in a flow", "outside a flow"])
+def test_sigterm_to_the_process_cancels_the_queries_in_flight(tmp_path: Path, postgres: Any, where: str) -> None:
+    marker = "cancel_sigterm" if where == "in a flow" else "cancel_sigterm_no_flow"
     project = make_small_project(tmp_path, postgres, marker, marker, sleeping_models(marker))
     script, id_file = tmp_path / "flow.py", tmp_path / "flow_run_id"
     script.write_text(FLOW_SCRIPT)
@@ -150,7 +157,7 @@ def test_sigterm_to_a_flow_process_cancels_the_queries_in_flight(tmp_path: Path,
         "PYTHONPATH": os.pathsep.join([str(Path(dbt_prefect.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
     }
     process = subprocess.Popen(
-        [sys.executable, str(script), str(project), str(id_file)],
+        [sys.executable, str(script), str(project), str(id_file), where],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -168,6 +175,11 @@ def test_sigterm_to_a_flow_process_cancels_the_queries_in_flight(tmp_path: Path,
     # dbt cancelled the queries, the runner closed the task runs, and the process ended.
     assert time.monotonic() - terminated < 10, output[-3000:]
     assert queries_of(postgres, marker) == []
+    if where == "outside a flow":
+        # No flow: nobody handles SIGTERM, so invoke raises TerminationSignal once dbt has stopped.
+        assert process.returncode == 1, output[-3000:]
+        assert output.rstrip().endswith("prefect.exceptions.TerminationSignal"), output[-3000:]
+        return
     assert process.returncode == -signal.SIGTERM, output[-3000:]  # Prefect ends the process by the signal
     flow_run_id = id_file.read_text()
     run = poll(lambda: flow_run(flow_run_id), lambda r: r.state_type.value != "RUNNING", timeout=10)

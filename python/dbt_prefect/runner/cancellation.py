@@ -95,7 +95,8 @@ def dbt_cancels_on_interrupt() -> Iterator[None]:
         if threading.current_thread() is threading.main_thread():
             for signum in _SIGNALS:
                 previous = signal.getsignal(signum)
-                if previous not in (signal.SIG_IGN, None):
+                # An alarm nobody handles is not a timeout; SIGTERM's default ends the process.
+                if callable(previous) or (previous == signal.SIG_DFL and signum == getattr(signal, "SIGTERM", None)):
                     installed[signum] = previous
                     signal.signal(signum, interrupt.handler(signum, previous))
         try:
