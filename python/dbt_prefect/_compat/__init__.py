@@ -4,6 +4,8 @@
 - ``dbt``: dbt-core internals for the invocation environment and the orchestrator's warm
   per-node sessions.
 - ``dbt_plugin``: dbt's experimental plugin hook that hands over the parsed manifest.
+- ``prefect_timeouts``: Prefect's injected timeout exception, redirected into dbt's cancel
+  path for the thread running ``invoke`` (``runner/cancellation.py``).
 - ``dbt_state``: dbt's artifact readers, to check a stored state before ``--state`` uses
   it, and which sources have a freshness config (``only_changed``).
 """

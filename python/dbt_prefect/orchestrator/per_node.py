@@ -19,6 +19,7 @@ from prefect.futures import as_completed, wait
 
 from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SUCCESS, classify, is_failure
+from dbt_prefect.orchestrator.lost_workers import forget_executions
 from dbt_prefect.orchestrator.plan import NodeGraph
 from dbt_prefect.orchestrator.results import AllowFailure, HookRecord, NodeResult
 from dbt_prefect.orchestrator.warm_project import ProjectSpec
@@ -169,12 +170,13 @@ class PerNodeBuild:
     def _wait_until_recorded(self, task_runner: Any, futures: dict[str, Any], results: list[NodeResult]) -> None:
         """Every task run terminal and every asset event stored on the server, as the runner promises."""
         client = _dask_client(task_runner)
+        task_run_ids = [f.task_run_id for f in futures.values()]
         if client is not None:
             try:
                 client.run(flush_prefect, self.record_timeout_seconds)
             except Exception:  # a worker that died has nothing left to flush
                 pass
-        task_run_ids = [f.task_run_id for f in futures.values()]
+            forget_executions(client, task_run_ids)
         event_ids = [e for r in results for e in r.asset_event_ids]
         wait_until_recorded(task_run_ids, event_ids, self.record_timeout_seconds)
 

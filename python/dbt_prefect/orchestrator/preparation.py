@@ -22,7 +22,8 @@ from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.orchestrator.freshness import source_freshness, stale_upstream
 from dbt_prefect.orchestrator.plan import NodeGraph, build_plan
-from dbt_prefect.orchestrator.warm_project import ProjectSpec, SecretEnv, pack_project
+from dbt_prefect.orchestrator.shipping import pack_project
+from dbt_prefect.orchestrator.warm_project import ProjectSpec, SecretEnv
 from dbt_prefect.profiles.resolve import PROFILES_FILE, resolved_profiles
 from dbt_prefect.runner.args import parse_invocation
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, translate_dbt_exception

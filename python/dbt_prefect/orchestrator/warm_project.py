@@ -18,7 +18,7 @@ import socket
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,16 +274,3 @@ def _open_session(spec: ProjectSpec, project: WarmProject) -> Any:
 def resource_type(entry: Any) -> str:
     value = getattr(entry, "resource_type", "")
     return str(getattr(value, "value", value))
-
-
-def pack_project(project_dir: Path, exclude_top: Sequence[str] = ("target", "logs", ".git", ".venv")) -> bytes:
-    """The project directory as a .tar.gz, for workers without a shared path."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=6) as archive:
-        for child in sorted(project_dir.iterdir()):
-            if child.name in exclude_top or child.name.endswith((".duckdb", ".duckdb.wal")):
-                continue
-            if child.name == "profiles.yml":
-                continue  # the profile travels rendered, separately
-            archive.add(child, arcname=child.name, recursive=True)
-    return buffer.getvalue()

@@ -34,6 +34,7 @@ from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
 from dbt_prefect.model.nodes import FinishedNode
 from dbt_prefect.model.package_contract import COLLECT_METADATA_ENV, COLLECT_METADATA_ON
 from dbt_prefect.model.statuses import ERROR, SKIPPED, SUCCESS, classify, is_failure, prefect_state, skip_reason
+from dbt_prefect.orchestrator.lost_workers import earlier_executions, record_finished
 from dbt_prefect.orchestrator.warm_project import (
     ProjectSpec,
     WarmProject,
@@ -210,10 +211,15 @@ def run_node(
     outcome = NodeOutcome(unique_id=unique_id, status=ERROR, worker=worker_name(), started=started)
 
     scrub = scrubber(spec.secret_env.values)
+    earlier = earlier_executions()  # on Dask, after a worker died (lost_workers.py)
     try:
         lock = DBT_INVOCATION_LOCK
-        problem = None if blocked else _unreachable_api(options.build_id)
-        if blocked:
+        problem = None if blocked or earlier.finished is not None else _unreachable_api(options.build_id)
+        if earlier.finished is not None:
+            outcome = earlier.finished
+        elif earlier.refusal is not None:
+            outcome.message = earlier.refusal
+        elif blocked:
             with lock:
                 project, cold = warm_project(spec)
             outcome.status = SKIPPED
@@ -232,9 +238,13 @@ def run_node(
     except Exception as exc:  # a node task always ends in a state the runner would give it
         outcome.status = ERROR
         outcome.message = scrub(f"{type(exc).__name__}: {exc}")
-    outcome.cold_start_seconds = cold
-    outcome.finished = time.time()
-    state = prefect_state(outcome.status, outcome.message, outcome.finished)
+    if earlier.finished is None:
+        outcome.cold_start_seconds = cold
+        outcome.finished = time.time()
+        record_finished(outcome)
+    # A reused outcome keeps its times; its task run's new state is dated now, after this
+    # execution's Running.
+    state = prefect_state(outcome.status, outcome.message, time.time() if earlier.finished else outcome.finished)
     state.data = outcome
     return state
 

@@ -22,6 +22,7 @@ from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.profiles.resolve import ResolvedProfiles, resolved_profiles
 from dbt_prefect.runner.args import DbtInvocation, parse_invocation
 from dbt_prefect.runner.asset_events import AssetEmitter
+from dbt_prefect.runner.cancellation import dbt_cancels_on_interrupt
 from dbt_prefect.runner.changed import ChangedBuild, check_request
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, result_message, summarise_failures
@@ -232,7 +233,8 @@ class PrefectDbtRunner(HookRegistration):
                         manifest=manifest,
                         callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks],
                     )
-                    result = runner.invoke(dbt_args, **dbt_kwargs)
+                    with dbt_cancels_on_interrupt():
+                        result = runner.invoke(dbt_args, **dbt_kwargs)
             except BaseException:
                 dbt_raised = True
                 raise
