@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from support.faults import Proxy, ServerProcess, start_flow
+from support.faults import Proxy, ServerProcess, run_orchestrator, start_flow
 from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -109,6 +109,31 @@ def test_a_slow_api_and_one_that_answers_503_for_a_while_lose_nothing(
     # dbt's process-wide lock was free while invoke still talked to the slow API.
     assert marks["invoke_returned"] - marks["lock_free"] >= 0.3
     assert_every_task_run_matches_dbt(server.api_url, marks, node_names(marks))
+
+
+def test_a_worker_that_cannot_reach_the_api_fails_its_nodes_with_a_clear_message(
+    tmp_path: Path, server: ServerProcess
+) -> None:
+    project = make_shop_copy(tmp_path)
+    proxy = Proxy(server.port)
+    try:
+        proxy.set_mode("health-503")
+        started = time.monotonic()
+        results, output = run_orchestrator(project, proxy.api_url, tmp_path)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.close()
+    statuses = {unique_id: result["status"] for unique_id, result in results.items()}
+    errors = sorted(unique_id for unique_id, status in statuses.items() if status == "error")
+    # The roots fail, everything below them is skipped: no node ran unseen.
+    assert errors and set(statuses.values()) == {"error", "skipped"}
+    message = results[errors[0]]["error"]["message"]
+    assert message.startswith("worker ")
+    assert (
+        f"cannot reach the Prefect API (no answer from {proxy.api_url}/health), so dbt-prefect did not run this node; "
+        "check PREFECT_API_URL and the network of the worker"
+    ) in message
+    assert elapsed < 180
 
 
 def test_a_server_restarted_during_the_run_receives_everything_that_was_queued(

@@ -77,6 +77,7 @@ class Proxy:
     """A TCP proxy on 127.0.0.1 in front of ``upstream_port``.
 
     Modes: "pass"; "latency" (each chunk towards the server waits ``latency`` seconds);
+    "health-503" (the API's health check answers 503, everything else passes);
     "503" (every new connection gets ``503 Service Unavailable`` and is closed);
     "drop" (every new connection, and every open one, is closed at once).
     """
@@ -114,6 +115,21 @@ class Proxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
+        if self.mode == "health-503":
+            # Only the API's health check fails: what a worker that cannot reach the API sees.
+            client.settimeout(5)
+            try:
+                first_line = client.recv(65536, socket.MSG_PEEK).split(b"\r\n", 1)[0]
+            except OSError:
+                first_line = b""
+            if b" /api/health" in first_line:
+                try:
+                    client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+                _close(client)
+                return
+            client.settimeout(None)
         if self.mode == "drop":
             _close(client)
             return
@@ -258,3 +274,39 @@ def start_flow(project: Path, api_url: str, work: Path) -> FlowProcess:
         start_new_session=True,
     )
     return FlowProcess(process, signal_file, time.time())
+
+
+ORCHESTRATOR_SCRIPT = r'''
+import json, sys
+from prefect import flow
+from dbt_prefect import ExecutionMode, PrefectDbtOrchestrator, PrefectDbtSettings
+
+project = sys.argv[1]
+
+@flow(name="dbt-faults-orchestrator", persist_result=False)
+def build():
+    orchestrator = PrefectDbtOrchestrator(
+        settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+        execution_mode=ExecutionMode.PER_NODE,
+        raise_on_failure=False,
+        record_timeout_seconds=10,
+    )
+    return dict(orchestrator.run_build())
+
+print("RESULTS " + json.dumps(build(), default=str), flush=True)
+'''
+
+
+def run_orchestrator(project: Path, api_url: str, work: Path, timeout: float = 300.0) -> tuple[dict[str, Any], str]:
+    """A per-node orchestrated build in a child process against ``api_url``: its results and output."""
+    env = dict(os.environ)
+    env["PREFECT_API_URL"] = api_url
+    script = work / "fault_orchestrator.py"
+    script.write_text(ORCHESTRATOR_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script), str(project)], env=env, capture_output=True, text=True, timeout=timeout
+    )
+    output = done.stdout + done.stderr
+    line = next((line for line in done.stdout.splitlines() if line.startswith("RESULTS ")), None)
+    assert line is not None, output[-4000:]
+    return json.loads(line[len("RESULTS "):]), output
