@@ -87,7 +87,7 @@ def node_names(marks: dict[str, Any]) -> dict[str, str]:
     return names
 
 
-def test_a_slow_api_and_one_that_answers_503_for_a_while_lose_nothing(
+def test_a_slow_api_one_that_answers_503_and_dropped_connections_lose_nothing(
     tmp_path: Path, server: ServerProcess
 ) -> None:
     project = fault_project(tmp_path, seconds=4)
@@ -97,7 +97,10 @@ def test_a_slow_api_and_one_that_answers_503_for_a_while_lose_nothing(
         flow = start_flow(project, proxy.api_url, tmp_path)
         flow.wait_for_first_node()
         proxy.set_mode("503")
-        time.sleep(3)
+        time.sleep(2)
+        # Then every connection dropped, open ones included, as when a network goes away.
+        proxy.set_mode("drop")
+        time.sleep(2)
         proxy.set_mode("latency", latency=0.3)
         marks, output, exited = flow.finish()
     finally:
