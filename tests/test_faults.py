@@ -17,23 +17,30 @@ from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
+# Runs until the test creates the resume file (at most 120 s): the fault happens while
+# it runs, and the nodes after it finish once the test says so.
 SLOW_MODEL = """def model(dbt, session):
+    import os
     import time
 
-    time.sleep({seconds})
+    deadline = time.time() + 120
+    while not os.path.exists({resume!r}) and time.time() < deadline:
+        time.sleep(0.1)
     return session.sql("select 1 as id")
 """
 # Nodes that finish while the API is away: their task runs, logs and asset events queue up.
 AFTER_SLOW = [f"after_slow_{i}" for i in range(4)]
 
 
-def fault_project(tmp_path: Path, seconds: float) -> Path:
+def fault_project(tmp_path: Path) -> tuple[Path, Path]:
+    """The shop with a model that waits for the returned resume file, and nodes after it."""
     project = make_shop_copy(tmp_path)
+    resume = tmp_path / "resume"
     marts = project / "models" / "marts"
-    (marts / "slow.py").write_text(SLOW_MODEL.format(seconds=seconds))
+    (marts / "slow.py").write_text(SLOW_MODEL.format(resume=str(resume)))
     for name in AFTER_SLOW:
         (marts / f"{name}.sql").write_text("select id from {{ ref('slow') }}\n")
-    return project
+    return project, resume
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +97,7 @@ def node_names(marks: dict[str, Any]) -> dict[str, str]:
 def test_a_slow_api_one_that_answers_503_and_dropped_connections_lose_nothing(
     tmp_path: Path, server: ServerProcess
 ) -> None:
-    project = fault_project(tmp_path, seconds=4)
+    project, resume = fault_project(tmp_path)
     proxy = Proxy(server.port)
     try:
         proxy.set_mode("latency", latency=0.3)
@@ -102,6 +109,7 @@ def test_a_slow_api_one_that_answers_503_and_dropped_connections_lose_nothing(
         proxy.set_mode("drop")
         time.sleep(2)
         proxy.set_mode("latency", latency=0.3)
+        resume.touch()
         marks, output, exited = flow.finish()
     finally:
         proxy.close()
@@ -142,11 +150,12 @@ def test_a_worker_that_cannot_reach_the_api_fails_its_nodes_with_a_clear_message
 def test_a_server_restarted_during_the_run_receives_everything_that_was_queued(
     tmp_path: Path, server: ServerProcess
 ) -> None:
-    project = fault_project(tmp_path, seconds=15)
+    project, resume = fault_project(tmp_path)
     flow = start_flow(project, server.api_url, tmp_path)
     flow.wait_for_first_node()
     server.kill()
     server.start()
+    resume.touch()
     marks, output, exited = flow.finish()
     assert "invoke_raised" not in marks, output[-3000:]
     assert marks["success"] is True
@@ -159,10 +168,11 @@ def test_a_server_restarted_during_the_run_receives_everything_that_was_queued(
 def test_a_server_that_goes_away_costs_neither_dbt_s_work_nor_the_process_exit(
     tmp_path: Path, server: ServerProcess
 ) -> None:
-    project = fault_project(tmp_path, seconds=4)
+    project, resume = fault_project(tmp_path)
     flow = start_flow(project, server.api_url, tmp_path)
     flow.wait_for_first_node()
     server.kill()
+    resume.touch()
     marks, output, exited = flow.finish(timeout=120)
     # dbt ran to the end, and invoke gave its result.
     assert "invoke_raised" not in marks, output[-3000:]
