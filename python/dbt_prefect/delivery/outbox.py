@@ -33,6 +33,12 @@ BATCH_INTERVAL = 0.2
 MAX_EVENTS_PER_REQUEST = 500
 MAX_BYTES_PER_REQUEST = 2_000_000
 MAX_BACKOFF = 2.0
+# An open-source server takes an event (HTTP 204) before it processes it: a task-run
+# recorder in memory, and a persister that writes every 5 s by default. A server killed
+# then loses what it took in the last seconds. So when the API stops answering, the
+# events it took in this window are sent again once it is back; the server deduplicates
+# events by id. Log lines are written before the server answers, so they are not resent.
+REDELIVERY_WINDOW = 10.0
 # A Prefect event's related resources are capped by the server (maximum_related_resources).
 _DEFAULT_MAX_RELATED = 100
 
@@ -98,6 +104,9 @@ class Outbox:
         self.delivered_events = 0
         self.delivered_logs = 0
         self._in_flight_since: float | None = None
+        # Events the API took lately, oldest first: (when, item), for REDELIVERY_WINDOW.
+        self._recent: deque[tuple[float, _Item]] = deque()
+        self.redelivered = 0
 
     # -- intake (any thread) -------------------------------------------------------------
     def add_event(self, event: Any) -> None:
@@ -173,6 +182,7 @@ class Outbox:
             self.last_error = str(exc)
             if self.failing_since is None:
                 self.failing_since = time.monotonic()
+                self._requeue_recent()
             return False
         except ApiRejected as exc:
             # Sending it again would be refused again: drop it, and say so at the end.
@@ -182,14 +192,28 @@ class Outbox:
         finally:
             self._in_flight_since = None
         self.failing_since = None
+        now = time.monotonic()
         with self._cond:
             for _ in batch:
                 queue.popleft()
         if path == "/events":
+            self._recent.extend((now, item) for item in batch)
+            while self._recent and now - self._recent[0][0] > REDELIVERY_WINDOW:
+                self._recent.popleft()
             self.delivered_events += len(batch)
         else:
             self.delivered_logs += len(batch)
         return True
+
+    def _requeue_recent(self) -> None:
+        """The API stopped answering: send the events it took lately again, ahead of the rest."""
+        now = time.monotonic()
+        recent = [item for when, item in self._recent if now - when <= REDELIVERY_WINDOW]
+        self._recent.clear()
+        if recent:
+            with self._cond:
+                self._events.extendleft(reversed(recent))
+            self.redelivered += len(recent)
 
     # -- the end of the run ----------------------------------------------------------------
     def close(self, timeout: float, unreachable_grace: float = 5.0) -> DeliveryReport:
