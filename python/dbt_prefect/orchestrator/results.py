@@ -41,29 +41,26 @@ class NodeResult(NodeOutcome):
     run_result: Any = None
 
     @classmethod
-    def not_run(cls, done: Any, failed_upstream: tuple[str, ...] = ()) -> NodeResult:
-        """A node skipped before dbt saw it, from what the recorder recorded for it."""
+    def _recorded(cls, done: Any, status: str, **fields: Any) -> NodeResult:
+        """A node dbt did not run, from the task run the recorder recorded for it."""
         return cls(
             unique_id=done.node.unique_id,
-            status=SKIPPED,
+            status=status,
             message=done.message,
             node=done.node,
             task_run_id=done.task_run_id,
-            reason=done.message,
-            failed_upstream=failed_upstream,
+            **fields,
         )
 
     @classmethod
+    def not_run(cls, done: Any, failed_upstream: tuple[str, ...] = ()) -> NodeResult:
+        """A node skipped before dbt saw it."""
+        return cls._recorded(done, SKIPPED, reason=done.message, failed_upstream=failed_upstream)
+
+    @classmethod
     def from_cache(cls, done: Any) -> NodeResult:
-        """A node the cache answered, from what the recorder recorded for it."""
-        return cls(
-            unique_id=done.node.unique_id,
-            status=CACHED,
-            message=done.message,
-            node=done.node,
-            task_run_id=done.task_run_id,
-            cached=True,
-        )
+        """A node the cache answered."""
+        return cls._recorded(done, CACHED, cached=True)
 
     @property
     def official_status(self) -> str:
