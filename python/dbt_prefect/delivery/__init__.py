@@ -29,7 +29,7 @@ def open_outbox(in_flow: bool) -> Outbox | None:
         return None
     from prefect.settings import get_current_settings
 
-    outbox = Outbox(api, related_resources(), get_current_settings().server.events.maximum_related_resources)
+    outbox = Outbox(api, related_resources, get_current_settings().server.events.maximum_related_resources)
     outbox.start()
     return outbox
 

@@ -21,7 +21,8 @@ from dbt_prefect.delivery.api import ApiRejected, ApiUnavailable, PrefectApi
 
 _logger = logging.getLogger("dbt_prefect")
 
-# Ids per request: the task-run filter reads whole runs; the event filter only counts.
+# Ids per request (the server caps a read at 200): task runs are counted, and read only
+# when some lag; events are only counted.
 _TASK_RUN_BATCH = 200
 _EVENT_BATCH = 500
 _FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -58,7 +59,11 @@ def wait_until_recorded(
         while True:
             try:
                 for batch in _batches(sorted(pending_runs), _TASK_RUN_BATCH):
-                    pending_runs.difference_update(_terminal_task_runs(api, batch))
+                    # Counting is cheap for the server; which runs lag is read only when some do.
+                    if _count_terminal(api, batch) == len(batch):
+                        pending_runs.difference_update(batch)
+                    else:
+                        pending_runs.difference_update(_terminal_task_runs(api, batch))
                 still_missing: list[uuid.UUID] = []
                 for chunk in _batches(pending_events, _EVENT_BATCH):
                     if _stored_events(api, chunk) < len(chunk):
@@ -76,6 +81,13 @@ def wait_until_recorded(
     finally:
         api.close()
     return _warn(Readback(tuple(sorted(pending_runs)), len(pending_events), error), task_run_ids, event_ids)
+
+
+def _count_terminal(api: PrefectApi, ids: list[uuid.UUID]) -> int:
+    body = {
+        "task_runs": {"id": {"any_": [str(i) for i in ids]}, "state": {"type": {"any_": sorted(_FINAL_STATE_TYPES)}}}
+    }
+    return int(api.post("/task_runs/count", json.dumps(body).encode()).json())
 
 
 def _terminal_task_runs(api: PrefectApi, ids: list[uuid.UUID]) -> set[uuid.UUID]:
