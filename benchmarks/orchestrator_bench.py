@@ -158,12 +158,15 @@ def run_runner(project: Path, threads: int) -> float:
 def run_orchestrator(project: Path, task_runner) -> tuple[float, list]:
     from prefect import flow
 
-    from dbt_prefect import PrefectDbtSettings
-    from dbt_prefect import PrefectDbtOrchestrator
+    from dbt_prefect import ExecutionMode, PrefectDbtOrchestrator, PrefectDbtSettings
 
     @flow(name="bench-orchestrator", task_runner=task_runner)
     def bench():
-        orchestrator = PrefectDbtOrchestrator(settings=PrefectDbtSettings(project_dir=project, profiles_dir=project))
+        # PER_NODE by name: the default became PER_WAVE, which runs every node in this process.
+        orchestrator = PrefectDbtOrchestrator(
+            settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+            execution_mode=ExecutionMode.PER_NODE,
+        )
         started = time.perf_counter()
         result = orchestrator.run_build()
         return time.perf_counter() - started, result.results
