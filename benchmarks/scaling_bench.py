@@ -17,9 +17,10 @@ each), all inside Prefect flows against a real Prefect server:
     workers are the only limit).
 It reports the wall time of run_build, the speedup over W = 1, the ideal wall (the sum
 over layers of ceil(width / W) sleeps), and the CPU seconds per node spent, during the
-build, in the flow's process (which also hosts the Dask scheduler), in the workers, in
-the Prefect server and in PostgreSQL. The issue's target: at W = 2, 4, 8, at least 80%
+build, in the flow's process (which also hosts the LocalCluster's scheduler and nannies),
+in the workers, in the Prefect server and in PostgreSQL. The issue's target: at W = 2, 4, 8, at least 80%
 of the ideal speedup over W = 1. It is reported, never asserted.
+`--report FILE` prints the tables of a JSON report again, without running anything.
 
 PostgreSQL and the Prefect server come from orchestrator_bench.py's helpers.
 """
@@ -266,8 +267,6 @@ def summarise(build: dict, n_nodes: int, sleep: float) -> dict:
         "sql_s_median": round(statistics.median(sql), 3) if sql else None,
         "sql_s_min": round(min(sql), 3) if sql else None,
         "sql_s_max": round(max(sql), 3) if sql else None,
-        # Under the sleep means a model did not sleep; near twice it, one slept twice.
-        "every_node_slept_once": bool(sql) and min(sql) >= sleep and max(sql) < 2 * sleep,
         "peak_parallel_nodes": peak,
         "workers_used": len({r.worker for r in ran}),
         "phases_s": {k: round(v, 2) for k, v in build["phases_s"].items()},
@@ -299,11 +298,12 @@ def markdown(report: dict) -> str:
         f"PER_NODE scaling: {report['models']} table models × pg_sleep({report['sleep']}), layers "
         f"{[len(layer) for layer in report['layers']]}, {report['cores']} cores. Wall = run_build of the warm "
         "build (the cold one is the first on a fresh cluster); CPU per node in ms during the warm run_build; "
-        "others' CPU = the machine's busy CPU seconds that were not ours.",
+        "cores busy = the busy share of the machine's cores, everyone's; others' CPU = the busy CPU seconds "
+        "that were not ours.",
         "",
         "| W | cold wall | wall | speedup | ideal speedup | efficiency | ideal wall | % of ideal wall "
-        "| CPU/node flow | CPU/node workers | CPU/node server | CPU/node postgres | others' CPU |",
-        "| ---: " * 13 + "|",
+        "| CPU/node flow | CPU/node workers | CPU/node server | CPU/node postgres | cores busy | others' CPU |",
+        "| ---: " * 14 + "|",
     ]
     for row in report["rows"]:
         warm, cpu = row["warm"], row["warm"]["cpu_per_node_ms"]
@@ -312,7 +312,8 @@ def markdown(report: dict) -> str:
             f"| {row.get('speedup', nan):.2f}× | {row.get('ideal_speedup', nan):.2f}× "
             f"| {row.get('efficiency', nan):.0%} | {row['ideal_wall_s']:.1f} s "
             f"| {row['ideal_wall_s'] / warm['wall_s']:.0%} | {cpu['flow']:.0f} | {cpu['workers']:.0f} "
-            f"| {cpu['server']:.0f} | {cpu['postgres']:.0f} | {warm['other_cpu_s']:.1f} s |"
+            f"| {cpu['server']:.0f} | {cpu['postgres']:.0f} | {warm['machine_busy_share']:.0%} "
+            f"| {warm['other_cpu_s']:.1f} s |"
         )
     phases = list(PHASES.values())
     lines += [
@@ -342,8 +343,10 @@ def markdown(report: dict) -> str:
         )
     if not any(row["workers"] == 1 for row in report["rows"]):
         lines.append("- no W = 1 run: no speedup to judge")
-    slept = all(row["warm"]["every_node_slept_once"] for row in report["rows"])
-    lines.append(f"- every node's SQL took between 1× and 2× the sleep: {'yes' if slept else 'NO, see the JSON'}")
+    # dbt's execution_time includes its own work around the query: the longest stretches when the CPU is saturated.
+    slept = all(row["warm"]["sql_s_min"] >= report["sleep"] for row in report["rows"])
+    longest = ", ".join(f"{row['warm']['sql_s_max']:.2f} s at W = {row['workers']}" for row in report["rows"])
+    lines.append(f"- every node's SQL took at least the sleep: {'yes' if slept else 'NO'}; the longest: {longest}")
     return "\n".join(lines)
 
 
@@ -360,7 +363,12 @@ def main() -> None:
         help="the orchestrator's concurrency (a Prefect concurrency limit); default none",
     )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
+    parser.add_argument("--report", type=Path, help="only print the tables of a JSON report written by --out")
     args = parser.parse_args()
+    if args.report:
+        shutil.rmtree(bench.WORK, ignore_errors=True)
+        print(markdown(json.loads(args.report.read_text())))
+        return
 
     layers = plan_layers(args.models, args.width)
     report: dict = {
