@@ -38,7 +38,11 @@ from typing import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WORK = Path(tempfile.mkdtemp(prefix="dbt-prefect-orch-bench-"))
+# Dask's worker processes re-import the main script: they reuse the benchmark's work
+# directory (inherited through the environment) instead of each leaving an empty one.
+if "DBT_PREFECT_BENCH_WORK" not in os.environ:
+    os.environ["DBT_PREFECT_BENCH_WORK"] = tempfile.mkdtemp(prefix="dbt-prefect-orch-bench-")
+WORK = Path(os.environ["DBT_PREFECT_BENCH_WORK"])
 os.environ.update(
     {
         "DO_NOT_TRACK": "1",
@@ -97,12 +101,13 @@ def start_postgres(password: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
-def make_project(n_models: int, pg: dict[str, str], password: str) -> tuple[Path, dict]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from generate_project import generate
+def stop_postgres() -> None:
+    subprocess.run(["bash", str(ROOT / ".ci" / "start_postgres.sh"), "stop", str(WORK / "pgdata")], capture_output=True)
 
-    project = WORK / f"bench-{n_models}"
-    expected = generate(n_models, project)
+
+def write_profile(project: Path, pg: dict[str, str], password: str) -> None:
+    """The project's profiles.yml for the benchmark's PostgreSQL (profile `bench`, schema `bench`);
+    the password is a Prefect Secret block, not in the file."""
     from prefect.blocks.system import Secret
 
     Secret(value=password).save("orchestrator-bench-pg-password", overwrite=True)
@@ -121,6 +126,15 @@ def make_project(n_models: int, pg: dict[str, str], password: str) -> tuple[Path
       threads: 4
 """
     )
+
+
+def make_project(n_models: int, pg: dict[str, str], password: str) -> tuple[Path, dict]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from generate_project import generate
+
+    project = WORK / f"bench-{n_models}"
+    expected = generate(n_models, project)
+    write_profile(project, pg, password)
     return project, expected
 
 
@@ -144,12 +158,15 @@ def run_runner(project: Path, threads: int) -> float:
 def run_orchestrator(project: Path, task_runner) -> tuple[float, list]:
     from prefect import flow
 
-    from dbt_prefect import PrefectDbtSettings
-    from dbt_prefect import PrefectDbtOrchestrator
+    from dbt_prefect import ExecutionMode, PrefectDbtOrchestrator, PrefectDbtSettings
 
     @flow(name="bench-orchestrator", task_runner=task_runner)
     def bench():
-        orchestrator = PrefectDbtOrchestrator(settings=PrefectDbtSettings(project_dir=project, profiles_dir=project))
+        # PER_NODE by name: the default became PER_WAVE, which runs every node in this process.
+        orchestrator = PrefectDbtOrchestrator(
+            settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+            execution_mode=ExecutionMode.PER_NODE,
+        )
         started = time.perf_counter()
         result = orchestrator.run_build()
         return time.perf_counter() - started, result.results
@@ -245,7 +262,7 @@ def main() -> None:
             report["runs"].append(row)
             print(json.dumps(row), flush=True)
     finally:
-        subprocess.run(["bash", str(ROOT / ".ci" / "start_postgres.sh"), "stop", str(WORK / "pgdata")], capture_output=True)
+        stop_postgres()
         if server is not None:
             server.terminate()
     text = json.dumps(report, indent=2)
