@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,20 +24,23 @@ class ManifestSlot:
     """Where one invoke() receives the manifest dbt parsed for it, and what its hooks'
     selectors select in it (resolved right there, in dbt's thread, before any node runs)."""
 
-    __slots__ = ("manifest", "selectors", "selected")
+    __slots__ = ("manifest", "selectors", "selected", "on_parsed")
 
-    def __init__(self, selectors: tuple[str, ...] = ()) -> None:
+    def __init__(self, selectors: tuple[str, ...] = (), on_parsed: Callable[[], None] | None = None) -> None:
         self.manifest: Any = None
         self.selectors = selectors
         self.selected: dict[str, frozenset[str]] = {}
+        self.on_parsed = on_parsed
 
 
 _current = threading.local()
 
 
 @contextmanager
-def capture_manifest(selectors: tuple[str, ...] = ()) -> Iterator[ManifestSlot]:
-    slot = ManifestSlot(selectors)
+def capture_manifest(
+    selectors: tuple[str, ...] = (), on_parsed: Callable[[], None] | None = None
+) -> Iterator[ManifestSlot]:
+    slot = ManifestSlot(selectors, on_parsed)
     previous = getattr(_current, "slot", None)
     _current.slot = slot
     try:
@@ -57,6 +60,8 @@ class ManifestCapturePlugin(dbtPlugin):
             slot.manifest = manifest
             for selector in slot.selectors:
                 slot.selected[selector] = select_unique_ids(manifest, selector)
+            if slot.on_parsed is not None:
+                slot.on_parsed()
         return {}
 
 

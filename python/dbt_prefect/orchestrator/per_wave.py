@@ -43,6 +43,7 @@ from dbt_prefect.profiles.resolve import resolved_profiles
 from dbt_prefect.runner.asset_events import AssetEmitter
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import node_results, result_message
+from dbt_prefect.runner.heap import long_lived_objects_frozen
 from dbt_prefect.runner.hooks import InvocationHooks
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, scrubber
 from dbt_prefect.runner.readback import wait_until_recorded
@@ -106,6 +107,8 @@ def run_waves(
             DBT_INVOCATION_LOCK,
             resolved_profiles(options.profiles_dir) as profiles,
             wave_builds_on(manifest),
+            # The manifest is parsed: it and everything else alive now outlive every wave.
+            long_lived_objects_frozen(),
             routed(outbox),
         ):
             scrub = scrubber(profiles.secret_values)

@@ -26,6 +26,7 @@ from dbt_prefect.runner.cancellation import dbt_cancels_on_interrupt
 from dbt_prefect.runner.changed import ChangedBuild, check_request
 from dbt_prefect.runner.events import DbtEventRouter
 from dbt_prefect.runner.failures import OperationErrors, node_results, result_message, summarise_failures
+from dbt_prefect.runner.heap import freeze_what_exists_now, long_lived_objects_frozen
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
 from dbt_prefect.runner.invocation import (
     DBT_INVOCATION_LOCK,
@@ -225,7 +226,10 @@ class PrefectDbtRunner(HookRegistration):
         with routed(outbox):
             recorder.start()
             try:
-                with capture_manifest(hooks.selectors if hooks is not None else ()) as slot:
+                with (
+                    long_lived_objects_frozen(),
+                    capture_manifest(hooks.selectors if hooks is not None else (), freeze_what_exists_now) as slot,
+                ):
                     catalog.manifest_source = slot
                     if hooks is not None:
                         hooks.start(slot.selected, lambda: catalog.manifest)
