@@ -230,8 +230,10 @@ class Outbox:
         self.failing_since = None
         now = time.monotonic()
         with self._cond:
-            for _ in batch:
-                queue.popleft()
+            for item in batch:
+                # close() may have given up and emptied the queue meanwhile.
+                if queue and queue[0] is item:
+                    queue.popleft()
         if path == "/events":
             self._recent.extend((now, item) for item in batch)
             while self._recent and now - self._recent[0][0] > REDELIVERY_WINDOW:
