@@ -15,7 +15,7 @@ Why it is needed:
   on-run-end hooks the results dbt would have built. The warm session itself is in
   dbt_session.py.
 - ``wave_builds_on`` spares the ``dbt build`` of each wave of a per-wave build the graph
-  compilation and the node-by-node selection, the same in every wave.
+  compilation, the node-by-node selection and the plugin discovery, the same in every wave.
 """
 
 from __future__ import annotations
@@ -103,15 +103,22 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     - the selection: a wave selects its nodes by their full ``fqn``, and dbt's fqn method
       compares each selector with every node. A full fqn is looked up instead; anything
       else goes to dbt's own method. dbt internal: ``QualifiedNameSelectorMethod.search``.
+    - the plugin discovery: every command lists every installed module to find those named
+      ``dbt_*`` (about 40 ms); the first wave's list serves the others. dbt internal:
+      ``PluginManager.get_prefixed_modules``.
 
     Checked against dbt-core 1.10 and 1.11. Hold DBT_INVOCATION_LOCK: the patches are
     process-wide.
     """
     from dbt.graph.selector_methods import QualifiedNameSelectorMethod
+    from dbt.plugins.manager import PluginManager
     from dbt.task.build import BuildTask
 
     original_compile = BuildTask.compile_manifest
     original_search = QualifiedNameSelectorMethod.search
+    # The classmethod itself, to put back as it was; a dbt without it keeps its discovery.
+    original_prefixed_modules = PluginManager.__dict__.get("get_prefixed_modules")
+    discovered_modules: dict[str, Any] = {}
     graphs: dict[frozenset[str], Any] = {}
     by_fqn: dict[str, list[str]] = {}
     for collection in (manifest.nodes, manifest.unit_tests):
@@ -137,10 +144,19 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
             return
         yield from (unique_id for unique_id in found if unique_id in included_nodes)
 
+    def get_prefixed_modules(cls: Any) -> dict[str, Any]:
+        if not discovered_modules:
+            discovered_modules.update(original_prefixed_modules.__func__(cls))  # type: ignore[union-attr]
+        return dict(discovered_modules)
+
     BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
     QualifiedNameSelectorMethod.search = search  # type: ignore[method-assign, assignment]
+    if isinstance(original_prefixed_modules, classmethod):
+        PluginManager.get_prefixed_modules = classmethod(get_prefixed_modules)  # type: ignore[method-assign, assignment]
     try:
         yield
     finally:
         BuildTask.compile_manifest = original_compile  # type: ignore[method-assign]
         QualifiedNameSelectorMethod.search = original_search  # type: ignore[method-assign]
+        if isinstance(original_prefixed_modules, classmethod):
+            PluginManager.get_prefixed_modules = original_prefixed_modules  # type: ignore[method-assign, assignment]
