@@ -153,13 +153,13 @@ class Outbox:
         self._thread.start()
 
     def _serialised(self, item: _Item) -> bytes:
-        if item.body is None:
+        if item.body is None:  # an event: its document is kept until the first send
             document = item.document or {}
-            resource_id = (document.get("resource") or {}).get("prefect.resource.id")
-            if self.related and "prefect.resource.lineage-group" not in document.get("resource", {}):
+            resource = document.get("resource") or {}
+            if self.related and "prefect.resource.lineage-group" not in resource:
                 # What Prefect's events worker attaches from the run context, as it would.
                 related = document.get("related") or []
-                involved = {resource_id, *(r.get("prefect.resource.id") for r in related)}
+                involved = {resource.get("prefect.resource.id"), *(r.get("prefect.resource.id") for r in related)}
                 room = max(self.max_related - len(related), 0)
                 extra = [r for r in self.related if r["prefect.resource.id"] not in involved][:room]
                 document["related"] = [*related, *extra]
@@ -202,18 +202,20 @@ class Outbox:
             candidates = list(itertools.islice(queue, MAX_EVENTS_PER_REQUEST))
         # Serialised outside the lock: the recorder keeps adding while this thread works.
         batch: list[_Item] = []
+        bodies: list[bytes] = []
         size = 2
         for item in candidates:
             body = self._serialised(item)
             if batch and size + len(body) > MAX_BYTES_PER_REQUEST:
                 break
             batch.append(item)
+            bodies.append(body)
             size += len(body) + 1
         if not batch:
             return True
         self._in_flight_since = time.monotonic()
         try:
-            self.api.post(path, b"[" + b",".join(self._serialised(item) for item in batch) + b"]")
+            self.api.post(path, b"[" + b",".join(bodies) + b"]")
         except ApiUnavailable as exc:
             self.last_error = str(exc)
             if self.failing_since is None:
