@@ -408,9 +408,17 @@ def test_under_fail_fast_asset_events_follow_dbts_final_result(shop_project: Pat
     (shop_project / "models" / "staging" / "stg_products.sql").write_text(
         "select no_such_column from {{ ref('raw_products') }}\n"
     )
-    seen = build_in_flow(shop_project, ["build", "--fail-fast", "--threads", "4"])
+    # Only slow_total may be running when stg_products fails: dbt-duckdb's fail-fast cancel
+    # races any thread that is just closing its connection ("Connection already closed!"),
+    # in plain dbt too, so the selection leaves no other node in flight.
+    seen = build_in_flow(
+        shop_project,
+        ["build", "--fail-fast", "--threads", "4", "--select", "raw_customers", "raw_products",
+         "slow_total", "stg_products", "--resource-type", "seed", "--resource-type", "model"],
+    )
     final = {r.node.unique_id: str(r.status) for r in seen["result"].result.results}
     assert final["model.shop.stg_products"] == "error"
+    assert final["model.shop.slow_total"] == "skipped"
     by_key = {
         f"duckdb://{r.node.relation_name.replace(chr(34), '').replace('.', '/')}": status
         for r in seen["result"].result.results
