@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark: a second, unchanged orchestrated build with caching, against the full build.
 
-    python benchmarks/cache_bench.py [--sizes 200 1000] [--out benchmarks/results/cache.json]
+    python benchmarks/cache_bench.py [--sizes 200 1000] [--what runner orchestrator]
+                                     [--out benchmarks/results/cache.json]
 
 For each size N (benchmarks/generate_project.py: N models, N/3 tests, one seed, DuckDB),
 against a Prefect server with default settings, each build in a fresh process inside a
@@ -11,6 +12,10 @@ flow, PrefectDbtOrchestrator(execution_mode=PER_NODE, cache=CacheConfig(...)) ru
 once with the default CacheConfig (tests are not cached, as in the official defaults)
 and once with tests cached too (exclude_resource_types without test). It prints the
 wall time of each process and of run_build, and the ratio second/full.
+
+The runner's way (--what runner): PrefectDbtRunner(state_store=...).invoke(["build"],
+only_changed=True), the first build with an empty store, the second with nothing changed:
+dbt's state selectors select nothing. Timed the same way, invoke in place of run_build.
 """
 
 from __future__ import annotations
@@ -58,12 +63,47 @@ out["process_s"] = time.perf_counter() - t0
 print(json.dumps(out))
 """
 
+RUNNER_BUILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from prefect import flow
+from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
+project, store = sys.argv[1], sys.argv[2]
 
-def run_build(project: Project, server: PrefectServer, store: Path, tests_cached: bool) -> dict:
+@flow(name="dbt-only-changed-benchmark", persist_result=False)
+def build():
+    runner = PrefectDbtRunner(
+        settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+        state_store=store,
+        raise_on_failure=False,
+    )
+    t1 = time.perf_counter()
+    result = runner.invoke(["build", "--threads", "4"], only_changed=True)
+    counts = {}
+    for r in (result.result.results if result.result is not None else []):
+        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+    return {"run_build_s": time.perf_counter() - t1, "statuses": counts}
+
+out = build()
+out["process_s"] = time.perf_counter() - t0
+print(json.dumps(out))
+"""
+
+# (label, script, extra argument): what --what chooses from.
+CONFIGS = {
+    "orchestrator": [
+        ("orchestrator, default CacheConfig", BUILD, "no"),
+        ("orchestrator, tests cached too", BUILD, "yes"),
+    ],
+    "runner": [("runner, only_changed=True", RUNNER_BUILD, "-")],
+}
+
+
+def run_build(project: Project, server: PrefectServer, store: Path, script: str, extra: str) -> dict:
     server.wait_idle()
     t0 = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", BUILD, str(project.dir), str(store), "yes" if tests_cached else "no"],
+        [sys.executable, "-c", script, str(project.dir), str(store), extra],
         env=project.env(server.api_url),
         capture_output=True,
         text=True,
@@ -79,6 +119,7 @@ def run_build(project: Project, server: PrefectServer, store: Path, tests_cached
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--what", nargs="+", choices=sorted(CONFIGS), default=["runner", "orchestrator"])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cache.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dbt-prefect-cache-bench-"))
@@ -89,15 +130,15 @@ def main() -> int:
         for n in args.sizes:
             project = Project(work, n, sys.executable)
             project.prepare()
-            for tests_cached in (False, True):
+            for index, (label, script, extra) in enumerate(c for what in args.what for c in CONFIGS[what]):
                 project.reset()
-                store = work / f"cache-n{n}-{'tests' if tests_cached else 'default'}"
-                full = run_build(project, server, store, tests_cached)
-                second = run_build(project, server, store, tests_cached)
+                store = work / f"cache-n{n}-{index}"
+                full = run_build(project, server, store, script, extra)
+                second = run_build(project, server, store, script, extra)
                 row = {
                     "models": n,
                     "nodes": project.expected["nodes"],
-                    "config": "tests cached too" if tests_cached else "default CacheConfig",
+                    "config": label,
                     "full": full,
                     "second": second,
                     "ratio_wall": second["wall_s"] / full["wall_s"],
@@ -113,7 +154,7 @@ def main() -> int:
         server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
-    print("| models | nodes | cache config | full build | unchanged build | ratio (process) | ratio (run_build) |")
+    print("| models | nodes | how | full build | unchanged build | ratio (process) | ratio (run_build or invoke) |")
     print("| ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(

@@ -99,16 +99,20 @@ def test_the_official_examples_run_unchanged_with_our_import(
     ]
 
 
-def run_with_hooks(project: Path, args: list[str], register: Any) -> tuple[Any, list[DbtHookContext], Any]:
+def run_with_hooks(
+    project: Path, args: list[str], register: Any, state_store: Path | None = None, **invoke_kwargs: Any
+) -> tuple[Any, list[DbtHookContext], Any]:
     runner = PrefectDbtRunner(
-        settings=PrefectDbtSettings(project_dir=project, profiles_dir=project), raise_on_failure=False
+        settings=PrefectDbtSettings(project_dir=project, profiles_dir=project),
+        raise_on_failure=False,
+        state_store=state_store,
     )
     seen: list[DbtHookContext] = []
     register(runner, seen)
 
     @flow
     def build() -> Any:
-        return runner.invoke(args), FlowRunContext.get().flow_run.id
+        return runner.invoke(args, **invoke_kwargs), FlowRunContext.get().flow_run.id
 
     result, flow_run_id = build()
     return result, seen, flow_run_id
@@ -150,8 +154,22 @@ def test_post_model_fires_once_per_model_with_dbts_outcome_on_a_thread_of_its_ow
     assert set(threads) == {"dbt-prefect-hooks"}
 
 
-def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "how",
+    [
+        "dbt parses in the build",
+        # No parse inside the build, so no plugin hook: the hooks resolve the selectors.
+        "parsed ahead for --no-write-json",
+        "the only_changed parse reused",
+    ],
+)
+def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: Path, how: str) -> None:
     project = make_shop_copy(tmp_path)
+    args, extra = ["build"], {}
+    if how == "parsed ahead for --no-write-json":
+        args = ["build", "--no-write-json"]
+    elif how == "the only_changed parse reused":
+        extra = {"only_changed": True, "state_store": tmp_path / "state"}
 
     def register(runner: PrefectDbtRunner, seen: list[DbtHookContext]) -> None:
         runner.post_model(select="tag:marts")(seen.append)
@@ -160,7 +178,7 @@ def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: 
         runner.on_run_end(select="tag:no_such_tag")(seen.append)
         runner.on_run_start(seen.append)
 
-    result, seen, _ = run_with_hooks(project, ["build"], register)
+    result, seen, _ = run_with_hooks(project, args, register, **extra)
     assert result.success is True
     by_event: dict[str, list[DbtHookContext]] = {}
     for ctx in seen:

@@ -180,7 +180,16 @@ class PrefectDbtRunner(HookRegistration):
         target = RunTarget.current()
         threshold = max(python_level(dbt_level), _prefect_threshold(target))
         scrub = scrubber(profiles.secret_values if profiles is not None else ())
+        paths = ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
+        if target_path is not None:
+            paths += ["--target-path", str(target_path)]
+        changed = None
+        if store is not None:
+            # Source freshness and the selection of what changed (changed.py).
+            changed = ChangedBuild.prepare(store, invocation, kwargs, paths, _sayer(target))
         manifest = self.manifest
+        if manifest is None and changed is not None:
+            manifest = changed.manifest  # parsed for source freshness; dbt builds on it
         if manifest is None and target is not None and writes_no_json(invocation, kwargs):
             manifest = parsed_without_json(invocation, kwargs, project_dir, profiles_dir, target_path)
         catalog = NodeCatalog(manifest, self.translator)
@@ -201,11 +210,7 @@ class PrefectDbtRunner(HookRegistration):
         )
         # Paths go on the command line: dbt validates its path defaults while parsing,
         # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
-        dbt_args = _without_managed_flags(invocation.args)
-        paths = ["--project-dir", str(project_dir), "--profiles-dir", str(profiles_dir)]
-        if target_path is not None:
-            paths += ["--target-path", str(target_path)]
-        dbt_args += paths
+        dbt_args = _without_managed_flags(invocation.args) + paths
         dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
         user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
         # dbt's own console output would repeat every line Prefect's loggers print.
@@ -213,10 +218,7 @@ class PrefectDbtRunner(HookRegistration):
         if "log_level_file" not in kwargs and not any(a.startswith("--log-level-file") for a in dbt_args):
             # Otherwise dbt derives the file level from "none" and stops writing logs/dbt.log.
             dbt_kwargs["log_level_file"] = "debug"
-        changed = None
-        if store is not None:
-            # Source freshness and the selection of what changed (changed.py).
-            changed = ChangedBuild.prepare(store, invocation, kwargs, paths, _sayer(target))
+        if changed is not None:
             dbt_kwargs.update(changed.dbt_kwargs())
             user_callbacks.append(changed.artifacts)
 
