@@ -16,6 +16,9 @@ wall time of each process and of run_build, and the ratio second/full.
 The runner's way (--what runner): PrefectDbtRunner(state_store=...).invoke(["build"],
 only_changed=True), the first build with an empty store, the second with nothing changed:
 dbt's state selectors select nothing. Timed the same way, invoke in place of run_build.
+
+The reference (--what plain): plain dbt in a fresh process with no Prefect, the second
+build run with --state and --select state:modified+ result:error+ result:fail+.
 """
 
 from __future__ import annotations
@@ -89,6 +92,29 @@ out["process_s"] = time.perf_counter() - t0
 print(json.dumps(out))
 """
 
+# The reference: plain dbt in a fresh process, no Prefect. The first build stores its
+# artifacts; the second selects what changed with dbt's own state selectors.
+PLAIN_BUILD = r"""
+import json, shutil, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+from dbt.cli.main import dbtRunner
+project, store = Path(sys.argv[1]), Path(sys.argv[2])
+args = ["build", "--threads", "4", "--project-dir", str(project), "--profiles-dir", str(project), "--quiet"]
+if (store / "manifest.json").exists():
+    args += ["--state", str(store), "--select", "state:modified+", "result:error+", "result:fail+"]
+t1 = time.perf_counter()
+result = dbtRunner().invoke(args)
+elapsed = time.perf_counter() - t1
+store.mkdir(parents=True, exist_ok=True)
+for name in ("manifest.json", "run_results.json"):
+    shutil.copy(project / "target" / name, store / name)
+counts = {}
+for r in result.result.results:
+    counts[str(r.status)] = counts.get(str(r.status), 0) + 1
+print(json.dumps({"run_build_s": elapsed, "statuses": counts, "process_s": time.perf_counter() - t0}))
+"""
+
 # (label, script, extra argument): what --what chooses from.
 CONFIGS = {
     "orchestrator": [
@@ -96,6 +122,7 @@ CONFIGS = {
         ("orchestrator, tests cached too", BUILD, "yes"),
     ],
     "runner": [("runner, only_changed=True", RUNNER_BUILD, "-")],
+    "plain": [("plain dbt, --select state:modified+ ...", PLAIN_BUILD, "-")],
 }
 
 
@@ -119,7 +146,7 @@ def run_build(project: Project, server: PrefectServer, store: Path, script: str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[200, 1000])
-    parser.add_argument("--what", nargs="+", choices=sorted(CONFIGS), default=["runner", "orchestrator"])
+    parser.add_argument("--what", nargs="+", choices=sorted(CONFIGS), default=["plain", "runner", "orchestrator"])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cache.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dbt-prefect-cache-bench-"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbt_prefect.errors import OrchestratorUsageError
+from dbt_prefect.model.statuses import SKIPPED
 
 TEST_STRATEGIES = ("immediate", "deferred", "skip")
 _EXECUTABLE = frozenset({"model", "seed", "snapshot"})
@@ -143,7 +144,7 @@ def preview(
         waves=waves,
         node_count=sum(len(w.nodes) for w in waves),
         cache_predictions=cache_predictions,
-        skipped_nodes={uid: {"status": "skipped", "reason": reason} for uid, reason in skipped.items()},
+        skipped_nodes={uid: {"status": SKIPPED, "reason": reason} for uid, reason in skipped.items()},
         estimated_parallelism=max((len(w.nodes) for w in waves), default=0),
     )
 

@@ -44,6 +44,7 @@ from dbt.cli.main import dbtRunner
 
 from dbt_prefect._compat.dbt_state import sources_with_freshness, unreadable_artifact
 from dbt_prefect.errors import StateStoreError
+from dbt_prefect.model.statuses import Outcome, classify
 from dbt_prefect.runner.args import DbtInvocation, command_params
 from dbt_prefect.runner.state_store import ARTIFACTS, WRITE_ORDER, StateStore, StoredFileMissing
 
@@ -55,7 +56,8 @@ _NARROWING = ("select", "exclude", "resource_types", "exclude_resource_types")
 _SHARED = ("target", "profile", "vars")
 # What dbt build runs, as task runs; ephemeral models are inlined, not run.
 _BUILT_TYPES = ("model", "seed", "snapshot", "test", "unit_test")
-_SUCCEEDED = ("success", "pass", "warn")
+# A node whose result lets the state move past it (success, pass, warn, no-op).
+_FINISHED = (Outcome.SUCCEEDED, Outcome.WARNED, Outcome.NO_OP)
 
 Say = Callable[[int, str], None]
 
@@ -284,7 +286,7 @@ class ChangedBuild:
             previous = json.loads((self.state_dir / "run_results.json").read_bytes()).get("results", [])
         kept = [entry for entry in previous if entry.get("unique_id") not in ran and entry.get("unique_id") in known]
         merged = {**results, "results": [*kept, *new_results]}
-        unfinished = sorted(e["unique_id"] for e in new_results if str(e.get("status")) not in _SUCCEEDED)
+        unfinished = sorted(e["unique_id"] for e in new_results if classify(e.get("status")).outcome not in _FINISHED)
         if self.narrowed and not self.usable:
             self.say(
                 logging.INFO,

@@ -26,7 +26,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from dbt_prefect._compat.dbt_plugin import select_unique_ids
 from dbt_prefect._compat.prefect import flush_events_and_logs
-from dbt_prefect.model.statuses import hook_status
+from dbt_prefect.model.statuses import ERROR, SUCCESS, hook_status
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -276,7 +276,7 @@ class InvocationHooks:
                 node=node_entry,
                 status=status_word,
                 result={"event_data": event_data(), "message": message},
-                error=message if status_word == "error" else None,
+                error=message if status_word == ERROR else None,
                 node_ids=(node_entry.unique_id,),
             )
         )
@@ -297,7 +297,7 @@ class InvocationHooks:
         run_results = run_results_of(node_results)
         context = self._context(
             "run_end",
-            status="success" if success else "error",
+            status=SUCCESS if success else ERROR,
             result={"success": success},
             run_results=run_results,
             error=getattr(dbt_result, "exception", None),
