@@ -54,15 +54,18 @@ class DbtBuildFailed(PrefectDbtRunnerFailure, RuntimeError):
 
     Raised by ``run_build`` (with ``raise_on_failure=True``) after the summary artifact
     and run_results.json are written. ``results`` is the results dict run_build would
-    have returned; ``failed_node_ids`` and ``skipped_node_ids`` list its "error" and
-    "skipped" entries.
+    have returned; ``failed_node_ids`` and ``skipped_node_ids`` list its entries in
+    error and skipped.
     """
 
     def __init__(self, results: dict, summary: str = "") -> None:
+        # Imported here: this module stays importable without Prefect's import cost.
+        from dbt_prefect.model.statuses import ERROR, SKIPPED
+
         self.results = results
-        self.failed_node_ids = [uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == "error"]
+        self.failed_node_ids = [uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == ERROR]
         self.skipped_node_ids = [
-            uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == "skipped"
+            uid for uid, r in results.items() if isinstance(r, dict) and r.get("status") == SKIPPED
         ]
         shown = ", ".join(self.failed_node_ids[:5]) + (", ..." if len(self.failed_node_ids) > 5 else "")
         # Only a project hook failed: no node to name, the summary below says which hook.

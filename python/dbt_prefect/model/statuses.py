@@ -1,4 +1,4 @@
-"""dbt's node statuses: the one place that says what each means to dbt-prefect.
+"""dbt's node statuses (and its source freshness statuses): the one place that says what each means to dbt-prefect.
 
 dbt reports a node's result as one of ``NodeStatus`` (success, pass, no-op, warn, fail,
 error, runtime error, partial success, skipped). Every other module asks this one what a
@@ -61,6 +61,17 @@ def _info(status: str, outcome: Outcome, bucket: str, label: str, check: str | N
     return StatusInfo(status, outcome, bucket, label, check, verb, has_failure_count=status in ("pass", "warn", "fail"))
 
 
+SKIPPED = "skipped"
+CACHED = "cached"
+ERROR = "error"
+SUCCESS = "success"
+RUNTIME_ERROR = "runtime error"
+
+# ``dbt source freshness`` reports a source as one of FreshnessStatus: the same words, a
+# different meaning. A source in error or runtime error is stale.
+FRESHNESS_STATUSES = ("pass", "warn", ERROR, RUNTIME_ERROR)
+STALE_FRESHNESS_STATUSES = frozenset({ERROR, RUNTIME_ERROR})
+
 _KNOWN = {
     info.status: info
     for info in (
@@ -70,18 +81,13 @@ _KNOWN = {
         _info("warn", Outcome.WARNED, "WARN", "WARN", "warned", None),
         _info("fail", Outcome.FAILED, "ERROR", "FAIL", "failed", "failed"),
         _info("error", Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
-        _info("runtime error", Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
+        _info(RUNTIME_ERROR, Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
         _info("partial success", Outcome.FAILED, "ERROR", "PARTIAL", None, "partially failed"),
         _info("skipped", Outcome.SKIPPED, "SKIP", "SKIP", None, None),
         # Not dbt's: the orchestrator's cache answered for the node, so dbt did not run it.
         _info("cached", Outcome.SUCCEEDED, "PASS", "CACHED", None, None),
     )
 }
-
-SKIPPED = "skipped"
-CACHED = "cached"
-ERROR = "error"
-SUCCESS = "success"
 
 
 def classify(status: object) -> StatusInfo:

@@ -32,10 +32,12 @@ from dbt.contracts.graph.manifest import Manifest
 
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import is_failure
-
-FRESHNESS_STATUSES = ("pass", "warn", "error", "runtime error")
-STALE_STATUSES = frozenset({"error", "runtime error"})
+from dbt_prefect.model.statuses import (
+    FRESHNESS_STATUSES,
+    RUNTIME_ERROR,
+    STALE_FRESHNESS_STATUSES,
+    is_failure,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class SourceFreshness:
     """dbt's freshness outcome for one source it checked."""
 
     unique_id: str
-    status: str  # dbt's: "pass", "warn", "error", "runtime error"
+    status: str  # one of dbt's FRESHNESS_STATUSES
     max_loaded_at: datetime | None
     age_seconds: float | None
     # The threshold the source crossed ("error after 24 hours") when it is warn or error;
@@ -54,7 +56,7 @@ class SourceFreshness:
 
     @property
     def stale(self) -> bool:
-        return self.status in STALE_STATUSES
+        return self.status in STALE_FRESHNESS_STATUSES
 
 
 def source_freshness(manifest: Manifest, dbt_args: Sequence[str]) -> dict[str, SourceFreshness]:
@@ -152,7 +154,7 @@ def _reason(sources: list[tuple[str, SourceFreshness]]) -> str:
 
 
 def _detail(outcome: SourceFreshness) -> str:
-    if outcome.status == "runtime error":
+    if outcome.status == RUNTIME_ERROR:
         return "freshness check failed with a runtime error"
     parts = [outcome.criteria] if outcome.criteria else []
     if outcome.max_loaded_at is not None and outcome.max_loaded_at.year == 1:
@@ -184,7 +186,7 @@ def _outcome(result: Any, node: Any, status: str) -> SourceFreshness:
         max_loaded_at=getattr(result, "max_loaded_at", None),
         age_seconds=float(age) if age is not None else None,
         criteria=criteria,
-        error=str(result.message) if status == "runtime error" and result.message else None,
+        error=str(result.message) if status == RUNTIME_ERROR and result.message else None,
     )
 
 

@@ -49,7 +49,7 @@ class NodeRunRecord:
     """One node's result in an orchestrated build, as run_results.json reports it."""
 
     unique_id: str
-    status: str  # a dbt NodeStatus value: "success", "error", "skipped", "pass", "fail", ...
+    status: str  # a dbt NodeStatus value (model/statuses.py)
     message: str | None = None
     started_at: datetime | None = None  # aware UTC
     completed_at: datetime | None = None
