@@ -40,7 +40,7 @@ from dbt_prefect.orchestrator.options import (
     as_test_strategy,
     check_combination,
 )
-from dbt_prefect.orchestrator.per_node import PerNodeBuild, dbt_hooks
+from dbt_prefect.orchestrator.per_node import PerNodeBuild, dbt_hooks, node_task_runner
 from dbt_prefect.orchestrator.per_wave import WaveOptions, node_of, run_waves
 from dbt_prefect.orchestrator.plan import BuildPlan, NodeGraph, preview
 from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, dbt_args, prepare_build
@@ -290,7 +290,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         runnable = NodeGraph(
             [n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types, graph.test_strategy
         )
-        task_runner = self._task_runner(catalog)
+        task_runner = node_task_runner(catalog, self.concurrency, self.task_runner_type)
         cache: BuildCache | None = None
         with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(
@@ -324,28 +324,6 @@ class PrefectDbtOrchestrator(HookRegistration):
         if self.create_summary_artifact:
             publish_node_build_report(prepared, ordered, done.hook_results, with_asset_keys=not self.disable_assets)
         return ordered, done.hook_results
-
-    def _task_runner(self, catalog: NodeCatalog) -> Any:
-        """The task runner for the node tasks, when not the flow's own."""
-        adapter = getattr(getattr(catalog.manifest, "metadata", None), "adapter_type", None)
-        if adapter == "duckdb":
-            from prefect.task_runners import ThreadPoolTaskRunner
-
-            # DuckDB allows one writing process per database file: the nodes take turns in
-            # the flow's process, where they share one database instance.
-            if self.concurrency not in (None, 1) or self.task_runner_type is not None:
-                _logger.warning(
-                    "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: "
-                    "DuckDB allows one writing process per database file (concurrency=%r and task_runner_type "
-                    "do not apply)",
-                    self.concurrency,
-                )
-            return ThreadPoolTaskRunner(max_workers=1)
-        if self.task_runner_type is None:
-            return None
-        if isinstance(self.concurrency, int):
-            return self.task_runner_type(max_workers=self.concurrency)
-        return self.task_runner_type()
 
     def _cache_decisions(self, prepared: PreparedBuild) -> BuildCache:
         request = prepared.request

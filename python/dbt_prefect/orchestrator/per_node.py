@@ -9,6 +9,7 @@ node costs its SQL: each worker process keeps a warm dbt session per project.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -26,6 +27,8 @@ from dbt_prefect.orchestrator.warm_project import ProjectSpec
 from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome, flush_prefect, node_selector, run_hooks, run_node
 from dbt_prefect.runner.hooks import InvocationHooks
 from dbt_prefect.runner.readback import wait_until_recorded
+
+_logger = logging.getLogger("dbt_prefect")
 
 
 @task(name="dbt node", persist_result=False, cache_policy=NO_CACHE)
@@ -229,3 +232,26 @@ def _dask_client(task_runner: Any) -> Any:
         return task_runner.client
     except Exception:
         return None
+
+
+def node_task_runner(catalog: NodeCatalog, concurrency: Any, task_runner_type: Any) -> Any:
+    """The task runner for the node tasks, when not the flow's own."""
+    adapter = getattr(getattr(catalog.manifest, "metadata", None), "adapter_type", None)
+    if adapter == "duckdb":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        # DuckDB allows one writing process per database file: the nodes take turns in
+        # the flow's process, where they share one database instance.
+        if concurrency not in (None, 1) or task_runner_type is not None:
+            _logger.warning(
+                "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: "
+                "DuckDB allows one writing process per database file (concurrency=%r and task_runner_type "
+                "do not apply)",
+                concurrency,
+            )
+        return ThreadPoolTaskRunner(max_workers=1)
+    if task_runner_type is None:
+        return None
+    if isinstance(concurrency, int):
+        return task_runner_type(max_workers=concurrency)
+    return task_runner_type()

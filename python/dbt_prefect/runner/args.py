@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,37 @@ class DbtInvocation:
         if name in kwargs and kwargs[name] is not None:
             return kwargs[name]
         return self.flags.get(name)
+
+    def fails_fast(self, kwargs: dict[str, Any]) -> bool:
+        """Whether dbt runs with --fail-fast (flag, invoke kwarg or DBT_FAIL_FAST)."""
+        if "fail_fast" in kwargs:
+            return bool(kwargs["fail_fast"])
+        if any(arg in ("--fail-fast", "-x") for arg in self.args):
+            return True
+        return os.environ.get("DBT_FAIL_FAST", "").strip().lower() in ("1", "true", "yes")
+
+    @property
+    def operation_name(self) -> str:
+        """The macro of a ``run-operation``; empty for other commands."""
+        args = list(self.args)
+        if "run-operation" in args and args.index("run-operation") + 1 < len(args):
+            return args[args.index("run-operation") + 1]
+        return ""
+
+    def args_without(self, flags: Sequence[str]) -> list[str]:
+        """The arguments with these flags (and their values) taken out."""
+        kept: list[str] = []
+        skip_next = False
+        for token in self.args:
+            if skip_next:
+                skip_next = False
+                continue
+            name, eq, _ = token.partition("=")
+            if name in flags:
+                skip_next = not eq
+                continue
+            kept.append(token)
+        return kept
 
 
 def _command_path(args: Sequence[str]) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,7 +198,7 @@ class PrefectDbtRunner(HookRegistration):
                 catalog,
                 include_compiled_code=self.include_compiled_code,
                 scrub=scrub,
-                hold_until_dbt_returns=_fail_fast(invocation, kwargs),
+                hold_until_dbt_returns=invocation.fails_fast(kwargs),
             )
         recorder = RunRecorder(
             target=target,
@@ -210,7 +209,7 @@ class PrefectDbtRunner(HookRegistration):
         )
         # Paths go on the command line: dbt validates its path defaults while parsing,
         # before kwargs apply. Kwargs keep the last word, as in dbtRunner.
-        dbt_args = _without_managed_flags(invocation.args) + paths
+        dbt_args = invocation.args_without(_MANAGED_FLAGS) + paths
         dbt_kwargs = {k: v for k, v in kwargs.items() if k not in ("project_dir", "profiles_dir", "target_path")}
         user_callbacks = list(dbt_kwargs.pop("callbacks", None) or [])
         # dbt's own console output would repeat every line Prefect's loggers print.
@@ -311,7 +310,7 @@ class PrefectDbtRunner(HookRegistration):
         if exception is not None:
             raise translate_dbt_exception(exception, invocation, project_dir, profiles_dir) from None
         if not getattr(result, "success", False) and self.raise_on_failure:
-            failure = summarise_failures(invocation.command, result, operation_errors, _operation_name(invocation))
+            failure = summarise_failures(invocation.command, result, operation_errors, invocation.operation_name)
             if failure is not None:
                 raise failure
             raise DbtCommandFailed(f"dbt command '{invocation.command}' did not succeed; dbt's log above says why")
@@ -357,22 +356,6 @@ def _sayer(target: RunTarget | None) -> Callable[[int, str], None]:
     return say
 
 
-def _fail_fast(invocation: DbtInvocation, kwargs: dict[str, Any]) -> bool:
-    """Whether dbt runs with --fail-fast (flag, invoke kwarg or DBT_FAIL_FAST)."""
-    if "fail_fast" in kwargs:
-        return bool(kwargs["fail_fast"])
-    if any(arg in ("--fail-fast", "-x") for arg in invocation.args):
-        return True
-    return os.environ.get("DBT_FAIL_FAST", "").strip().lower() in ("1", "true", "yes")
-
-
-def _operation_name(invocation: DbtInvocation) -> str:
-    args = list(invocation.args)
-    if "run-operation" in args and args.index("run-operation") + 1 < len(args):
-        return args[args.index("run-operation") + 1]
-    return ""
-
-
 def _sync_client_or_none(client: Any) -> Any:
     # The official signature takes a PrefectClient; only a synchronous one can be used
     # from invoke(), which is synchronous. Otherwise a client is opened when needed.
@@ -382,21 +365,6 @@ def _sync_client_or_none(client: Any) -> Any:
 def _prefect_threshold(target: Any) -> int:
     name = "prefect.flow_runs" if target is not None else "prefect.dbt"
     return logging.getLogger(name).getEffectiveLevel()
-
-
-def _without_managed_flags(args: Sequence[str]) -> list[str]:
-    kept: list[str] = []
-    skip_next = False
-    for token in args:
-        if skip_next:
-            skip_next = False
-            continue
-        name, eq, _ = token.partition("=")
-        if name in _MANAGED_FLAGS:
-            skip_next = not eq
-            continue
-        kept.append(token)
-    return kept
 
 
 def _reported_statuses(result: Any) -> dict[str, tuple[str, str]]:
