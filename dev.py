@@ -158,10 +158,21 @@ def demo(extra: list[str]) -> int:
     return code
 
 
+def parallel(extra: list[str]) -> list[str]:
+    """pytest-xdist's flags: one worker per core (at most 4), whole files to a worker, so a
+    file's module fixtures are built once. Each worker has its own Prefect server,
+    PostgreSQL and Dask cluster; most tests wait on a server, so two share 2 cores well.
+    A `-n` or `-p no:xdist` of the caller wins."""
+    if "no:xdist" in extra or any(arg.startswith(("-n", "--numprocesses")) for arg in extra):
+        return []
+    workers = min(4, os.cpu_count() or 1)
+    return ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else []
+
+
 def test(extra: list[str]) -> int:
     ensure_venv()
     env = {**os.environ, **QUIET_ENV}
-    return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
+    return subprocess.run([str(PYTHON), "-m", "pytest", *parallel(extra), *extra], cwd=ROOT, env=env).returncode
 
 
 # The oldest Prefect dbt-prefect supports, and the tests that cover the runner's contract
@@ -175,7 +186,8 @@ def test_prefect38(extra: list[str]) -> int:
     env = {**os.environ, **QUIET_ENV}
     version = subprocess.run([str(python), "-c", "import prefect; print(prefect.__version__)"], capture_output=True, text=True)
     print(f"core tests on prefect {version.stdout.strip()}", flush=True)
-    return subprocess.run([str(python), "-m", "pytest", *(extra or CORE_TESTS)], cwd=ROOT, env=env).returncode
+    args = extra or CORE_TESTS
+    return subprocess.run([str(python), "-m", "pytest", *parallel(args), *args], cwd=ROOT, env=env).returncode
 
 
 def lint(extra: list[str]) -> int:

@@ -31,6 +31,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Each pytest process (each pytest-xdist worker) gets a temporary directory of its own, for
+# itself and every subprocess, so a test that checks what is left in it sees only its own.
+# Locks shared by the workers stay in the machine's one (DBT_PREFECT_TESTS_SHARED_TMP).
+# Beside the machine's, not inside pytest-xdist's controller's: PostgreSQL's socket path
+# (in its data directory) must stay under 108 characters.
+os.environ.setdefault("DBT_PREFECT_TESTS_SHARED_TMP", tempfile.gettempdir())
+_PROCESS_TMP = tempfile.mkdtemp(
+    prefix=f"dbt-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-",
+    dir=os.environ["DBT_PREFECT_TESTS_SHARED_TMP"],
+)
+os.environ["TMPDIR"] = _PROCESS_TMP
+tempfile.tempdir = None  # read TMPDIR again
+
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="dbt-prefect-tests-"))
 _SERVER_PORT = _free_port()
 API_URL = f"http://127.0.0.1:{_SERVER_PORT}/api"
@@ -171,6 +184,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # DuckDB's bindings print "nanobind: leaked ..." at interpreter shutdown when dbt's
     # thread-local connections outlive the session; that noise would follow pytest's
     # summary line. Everything is flushed and the server stopped by now, so exit here.
+    shutil.rmtree(_PROCESS_TMP, ignore_errors=True)
     if _EXIT_STATUS and os.environ.get("DBT_PREFECT_TESTS_KEEP_INTERPRETER") != "1":
         sys.stdout.flush()
         sys.stderr.flush()

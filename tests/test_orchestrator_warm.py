@@ -7,15 +7,17 @@ paid a cold start, and PostgreSQL's backend pid of the connection each node ran 
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dbt_prefect.orchestrator.warm_project import WORKER_DIR_PREFIX
 from support.orchestration import dask_runner, orchestrate
 from support.projects import make_small_project
-from support.prefect_api import by_name, message_of, state_of, task_runs
+from support.prefect_api import by_name, message_of, poll, state_of, task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_server", "pg_secret_block")
 
@@ -24,6 +26,12 @@ PID_MODELS = {
     f"pid_{i}.sql": "{{ config(materialized='table') }}\nselect pg_backend_pid() as pid"
     for i in range(1, 7)
 }
+
+
+def worker_dirs() -> set[str]:
+    """The warm projects' private directories in this test process's temporary directory,
+    which the workers it starts share."""
+    return {path.name for path in Path(tempfile.gettempdir()).glob(f"{WORKER_DIR_PREFIX}*")}
 
 
 def pids_by_worker(result: Any, postgres: Any, schema: str) -> dict[str, set[int]]:
@@ -124,6 +132,7 @@ def test_the_process_pool_task_runner_runs_nodes_on_warm_pool_processes(tmp_path
     from prefect.task_runners import ProcessPoolTaskRunner
 
     project = make_small_project(tmp_path, postgres, "warm_pool", "warm_pool", PID_MODELS)
+    worker_dirs_before = worker_dirs()
     outcome = orchestrate(project, ProcessPoolTaskRunner(max_workers=2))
     assert outcome.state.is_completed(), outcome.error
     assert sorted(r.status for r in outcome.result.results) == ["success"] * 6
@@ -138,6 +147,8 @@ def test_the_process_pool_task_runner_runs_nodes_on_warm_pool_processes(tmp_path
         assert len([r for r in ran if r.cold_start_seconds is not None]) == 1
     pids = pids_by_worker(outcome.result, postgres, "warm_pool")
     assert all(len(p) == 1 for p in pids.values()), pids
+    # The pool's processes exited with the flow's task runner, and took their private files along.
+    assert poll(worker_dirs, lambda dirs: dirs == worker_dirs_before, timeout=30) == worker_dirs_before
 
 
 # Replacing a view drops its backup with CASCADE in PostgreSQL, and with it the child views

@@ -9,6 +9,7 @@ build checks that a block secret reaches the Dask workers.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -73,10 +74,15 @@ def start_postgres() -> Postgres:
     data_dir = Path(tempfile.mkdtemp(prefix="dbt-prefect-pg-")) / "data"
     password = secrets.token_urlsafe(18)
     env = {**os.environ, "PG_PASSWORD": password}
-    started = subprocess.run(
-        ["bash", str(START_POSTGRES), "start", str(data_dir)],
-        env=env, capture_output=True, text=True, timeout=600,
-    )
+    # Under pytest-xdist every worker starts its own server; the lock keeps two workers
+    # from running apt-get (and its dpkg lock) at once on a machine without PostgreSQL.
+    shared_tmp = Path(os.environ.get("DBT_PREFECT_TESTS_SHARED_TMP", tempfile.gettempdir()))
+    with open(shared_tmp / "dbt-prefect-start-postgres.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = subprocess.run(
+            ["bash", str(START_POSTGRES), "start", str(data_dir)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )
     if started.returncode == 3:
         shutil.rmtree(data_dir.parent, ignore_errors=True)
         raise PostgresUnavailable(f"PostgreSQL cannot be installed here: {started.stderr.strip()[-500:]}")

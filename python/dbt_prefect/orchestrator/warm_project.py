@@ -10,6 +10,7 @@ on a worker pays the parse and the session once.
 
 from __future__ import annotations
 
+import atexit
 import io
 import logging
 import os
@@ -142,6 +143,59 @@ def _private_dir(prefix: str) -> Path:
     return path
 
 
+# A worker's private files live in dbt-prefect-worker-<pid>-*: removed when the process
+# exits normally (atexit), and by the next worker on the machine when it was killed.
+WORKER_DIR_PREFIX = "dbt-prefect-worker-"
+_EXIT_CLEANUP: list[bool] = []
+
+
+def _worker_dir() -> Path:
+    if not _EXIT_CLEANUP:
+        _EXIT_CLEANUP.append(True)
+        atexit.register(close_all)
+        sweep_dead_worker_dirs(Path(tempfile.gettempdir()))
+    return _private_dir(f"{WORKER_DIR_PREFIX}{os.getpid()}-")
+
+
+def close_all() -> None:
+    """Close this process's warm projects: their sessions, and their private files."""
+    while _CACHE:
+        _, project = _CACHE.popitem()
+        try:
+            project.close()
+        except Exception:  # at exit, the next project's files still go
+            shutil.rmtree(project._tmp, ignore_errors=True)
+
+
+def sweep_dead_worker_dirs(root: Path) -> list[Path]:
+    """Remove the private directories of this user's worker processes that are gone (a
+    worker killed, or one whose exit skipped atexit). Only on POSIX, where a pid can be
+    probed without touching the process."""
+    if os.name != "posix":
+        return []
+    removed = []
+    for path in root.glob(f"{WORKER_DIR_PREFIX}*"):
+        pid_text = path.name[len(WORKER_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or path.stat().st_uid != os.getuid() or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -172,7 +226,7 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, float | None]:
     if project is not None:
         return project, None
     started = time.perf_counter()
-    tmp = _private_dir("dbt-prefect-worker-")
+    tmp = _worker_dir()
     try:
         if spec.archive is not None:
             project_dir = tmp / "project"

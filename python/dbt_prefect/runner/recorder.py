@@ -5,12 +5,12 @@ runs are recorded the way Prefect's own task engine records them in Prefect 3: t
 client emits task-run state-change events and the server builds the task runs from them.
 No task engine, thread or latch per node, so nothing can be left waiting on a node dbt
 never finishes; and every task run still open when dbt returns is closed explicitly.
+How a task run and its state events are built is in task_runs.py.
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import logging
 import os
 import queue
@@ -20,10 +20,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from prefect.client.schemas.objects import TaskRun, TaskRunPolicy, TaskRunResult
+from prefect.client.schemas.objects import TaskRun
 from prefect.states import Crashed, Running, State
 
-from dbt_prefect._compat.prefect import emit_task_run_state_change_event, prefect_datetime, utc_datetime
+from dbt_prefect._compat.prefect import utc_datetime
 from dbt_prefect.model.metadata import MalformedRecord, WarehouseMetadata
 from dbt_prefect.model.nodes import DbtNode, FinishedNode, NodeCatalog
 from dbt_prefect.model.package_contract import COLLECT_METADATA_ENV, COLLECT_METADATA_ON
@@ -41,6 +41,7 @@ from dbt_prefect.runner.events import (
     package_record,
 )
 from dbt_prefect.runner.target import RunTarget, run_logger
+from dbt_prefect.runner.task_runs import NodeRun, advance, new_task_run
 
 _STOP = object()
 _logger = logging.getLogger("dbt_prefect")
@@ -50,17 +51,6 @@ _logger = logging.getLogger("dbt_prefect")
 # time and end time included): half the server writes per node. A node that runs longer
 # shows as Running in the UI after this delay.
 RUNNING_STATE_DELAY = 1.0
-
-
-class _NodeRun:
-    __slots__ = ("node", "task_run", "last_event", "log_extra", "started")
-
-    def __init__(self, node: DbtNode, task_run: TaskRun, log_extra: dict[str, Any], started: float) -> None:
-        self.node = node
-        self.task_run = task_run
-        self.last_event: Any = None
-        self.log_extra = log_extra
-        self.started = started  # dbt's NodeStart timestamp
 
 
 class RunRecorder:
@@ -82,10 +72,10 @@ class RunRecorder:
         self._on_node_finished = on_node_finished
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.forward = self._queue.put
-        self._open: dict[str, _NodeRun] = {}
+        self._open: dict[str, NodeRun] = {}
         # Started nodes whose Running state is not sent yet, oldest first (see RUNNING_STATE_DELAY).
-        self._not_yet_running: dict[str, _NodeRun] = {}
-        self._runs: dict[str, _NodeRun] = {}
+        self._not_yet_running: dict[str, NodeRun] = {}
+        self._runs: dict[str, NodeRun] = {}
         self.finished: dict[str, FinishedNode] = {}
         self.task_run_ids: list[uuid.UUID] = []
         self._metadata: dict[str, WarehouseMetadata] = {}
@@ -200,7 +190,7 @@ class RunRecorder:
             return
         timestamp = event_timestamp(msg)
         task_run = self._new_task_run(node, timestamp)
-        run = _NodeRun(node, task_run, self._task_log_extra(task_run, node), timestamp)
+        run = NodeRun(node, task_run, self._task_log_extra(task_run, node), timestamp)
         self._open[node.unique_id] = run
         self._runs[node.unique_id] = run
         self.task_run_ids.append(task_run.id)
@@ -246,7 +236,7 @@ class RunRecorder:
         state: State | None = None
         if self.target is not None:
             task_run = self._new_task_run(node, now)
-            run = _NodeRun(node, task_run, self._task_log_extra(task_run, node), now)
+            run = NodeRun(node, task_run, self._task_log_extra(task_run, node), now)
             self._runs[node.unique_id] = run
             self.task_run_ids.append(task_run.id)
             state = prefect_state(status, self._scrub(message), now)
@@ -302,31 +292,9 @@ class RunRecorder:
 
     # -- task runs -------------------------------------------------------------------
     def _new_task_run(self, node: DbtNode, timestamp: float) -> TaskRun:
-        target = self.target
-        assert target is not None
-        task_run_id = uuid.uuid4()
-        created = utc_datetime(timestamp)
-        inputs: dict[str, list[Any]] = {}
+        assert self.target is not None
         parent_ids = (self._open_or_finished_id(parent.unique_id) for parent in self.catalog.parents(node))
-        upstream = [TaskRunResult(id=parent_id) for parent_id in parent_ids if parent_id is not None]
-        if upstream:
-            inputs["wait_for"] = upstream
-        if target.parent_task_run is not None:
-            inputs["__parents__"] = [TaskRunResult(id=target.parent_task_run.id)]
-        return TaskRun(
-            id=task_run_id,
-            name=node.task_run_name,
-            flow_run_id=target.flow_run.id,
-            task_key=f"dbt-{node.unique_id}"[:2000],
-            dynamic_key=str(task_run_id),
-            empirical_policy=TaskRunPolicy(),
-            tags=list(getattr(target.flow_run, "tags", None) or []),
-            task_inputs=inputs,
-            flow_run_run_count=getattr(target.flow_run, "run_count", 0) or 0,
-            expected_start_time=created,
-            created=created,
-            updated=created,
-        )
+        return new_task_run(self.target, node, timestamp, parent_ids)
 
     def _open_or_finished_id(self, unique_id: str) -> uuid.UUID | None:
         run = self._open.get(unique_id)
@@ -335,34 +303,8 @@ class RunRecorder:
         done = self.finished.get(unique_id)
         return done.task_run_id if done is not None else None
 
-    def _set_state(self, run: _NodeRun, state: State) -> None:
-        task_run = run.task_run
-        if self._not_yet_running.pop(run.node.unique_id, None) is not None and not state.is_running():
-            # Finished before its Running state was sent: this one event carries the run.
-            started = utc_datetime(run.started)
-            task_run.run_count = 1
-            task_run.start_time = started
-            task_run.total_run_time = max(state.timestamp - started, dt.timedelta(0))
-        last = task_run.state
-        if last is not None and state.timestamp <= last.timestamp:
-            # The server orders a run's states by timestamp; keep them strictly increasing.
-            state.timestamp = last.timestamp + dt.timedelta(microseconds=1)
-        state.state_details.task_run_id = task_run.id
-        state.state_details.flow_run_id = task_run.flow_run_id
-        task_run.state = state
-        task_run.state_id = state.id
-        task_run.state_type = state.type
-        task_run.state_name = state.name
-        if last is not None and last.is_running():
-            task_run.total_run_time += state.timestamp - last.timestamp
-        if state.is_running():
-            task_run.run_count += 1
-            task_run.start_time = prefect_datetime(state.timestamp)
-        if state.is_final():
-            task_run.end_time = prefect_datetime(state.timestamp)
-        run.last_event = emit_task_run_state_change_event(
-            task_run=task_run, initial_state=last, validated_state=state, follows=run.last_event
-        )
+    def _set_state(self, run: NodeRun, state: State) -> None:
+        advance(run, state, first_event=self._not_yet_running.pop(run.node.unique_id, None) is not None)
 
     def reconcile(self, dbt_statuses: dict[str, tuple[str, str]], dbt_raised: bool) -> None:
         """After dbt returns: every task run terminal, and in the state of dbt's final result.
