@@ -157,7 +157,9 @@ def dask_cluster() -> Iterator[Any]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        # The scheduler serves HTTP even without a dashboard; a free port, so that two
+        # pytest-xdist workers do not both ask for 8787.
+        dashboard_address="127.0.0.1:0",
         silence_logs=logging.ERROR,
     )
     try:
