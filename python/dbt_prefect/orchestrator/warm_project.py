@@ -11,6 +11,7 @@ on a worker pays the parse and the session once.
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import logging
 import os
@@ -116,9 +117,11 @@ class WarmProject:
         self._tmp = tmp
 
     def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        try:
+            if self.session is not None:
+                self.session.close()
+        finally:  # the private files go even when the connection would not close
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 # Warm projects of this process, by ProjectSpec.key. A handful at most.
@@ -146,14 +149,17 @@ def _private_dir(prefix: str) -> Path:
 # A worker's private files live in dbt-prefect-worker-<pid>-*: removed when the process
 # exits normally (atexit), and by the next worker on the machine when it was killed.
 WORKER_DIR_PREFIX = "dbt-prefect-worker-"
-_EXIT_CLEANUP: list[bool] = []
+
+
+@functools.cache
+def _arrange_cleanup() -> None:
+    """Once per process, before its first warm project: cleanup at exit, and of dead workers."""
+    atexit.register(close_all)
+    sweep_dead_worker_dirs(Path(tempfile.gettempdir()))
 
 
 def _worker_dir() -> Path:
-    if not _EXIT_CLEANUP:
-        _EXIT_CLEANUP.append(True)
-        atexit.register(close_all)
-        sweep_dead_worker_dirs(Path(tempfile.gettempdir()))
+    _arrange_cleanup()
     return _private_dir(f"{WORKER_DIR_PREFIX}{os.getpid()}-")
 
 
@@ -163,8 +169,8 @@ def close_all() -> None:
         _, project = _CACHE.popitem()
         try:
             project.close()
-        except Exception:  # at exit, the next project's files still go
-            shutil.rmtree(project._tmp, ignore_errors=True)
+        except Exception:  # at exit: the other projects still close
+            pass
 
 
 def sweep_dead_worker_dirs(root: Path) -> list[Path]:
