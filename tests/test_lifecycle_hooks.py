@@ -163,8 +163,15 @@ def test_post_model_fires_once_per_model_with_dbts_outcome_on_a_thread_of_its_ow
         "the only_changed parse reused",
     ],
 )
-def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: Path, how: str) -> None:
+def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = make_shop_copy(tmp_path)
+    # dbt reads path: selectors against the project root, whatever the working directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    by_path: list[DbtHookContext] = []
     args, extra = ["build"], {}
     if how == "parsed ahead for --no-write-json":
         args = ["build", "--no-write-json"]
@@ -177,6 +184,8 @@ def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: 
         runner.on_run_end(select="tag:marts")(seen.append)
         runner.on_run_end(select="tag:no_such_tag")(seen.append)
         runner.on_run_start(seen.append)
+        runner.post_model(select="path:models/marts")(by_path.append)
+        runner.on_run_end(select="path:models/marts")(by_path.append)
 
     result, seen, _ = run_with_hooks(project, args, register, **extra)
     assert result.success is True
@@ -197,6 +206,9 @@ def test_select_is_dbts_selector_syntax_resolved_once_against_the_run(tmp_path: 
     assert run_end.node_ids == tuple(dbt_ids)
     orders = run_end.run_results["model.shop.orders"]
     assert orders["status"] == "success" and orders["execution_time"] > 0
+    assert MARTS == [u for u in dbt_ls(project, "path:models/marts") if u.startswith("model.")]
+    assert sorted(ctx.node_id for ctx in by_path if ctx.event == "post_model") == MARTS
+    assert [ctx.event for ctx in by_path if ctx.event != "post_model"] == ["run_end"]
 
 
 def test_a_hook_that_raises_logs_one_warning_naming_it_and_changes_nothing_else(

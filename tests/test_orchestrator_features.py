@@ -16,7 +16,7 @@ from dbt.cli.main import dbtRunner
 from prefect import flow
 from prefect.context import FlowRunContext
 
-from dbt_prefect import DbtBuildFailed, DbtHookContext, PrefectDbtOrchestrator, PrefectDbtSettings
+from dbt_prefect import DbtBuildFailed, DbtHookContext, PrefectDbtOrchestrator, PrefectDbtRunner, PrefectDbtSettings
 from support.prefect_api import by_name, message_of, state_of, task_runs
 from support.projects import REPO_ROOT, make_shop_copy
 from support.sources import land_sources
@@ -161,9 +161,12 @@ def test_lifecycle_hooks_fire_per_wave_with_the_official_context(tmp_path: Path)
     def finance_model(ctx: DbtHookContext) -> None:
         fired.append((ctx.event, ctx.node_id, ctx.status))
 
+    ended_with: dict[str, dict[str, Any]] = {}
+
     @orchestrator.on_run_end
     def ended(ctx: DbtHookContext) -> None:
-        fired.append((ctx.event, ctx.status, str(len(ctx.node_ids))))
+        fired.append((ctx.event, ctx.status, None))
+        ended_with["orchestrator"] = {u: r["status"] for u, r in ctx.run_results.items()}
 
     seen = in_flow(lambda: orchestrator.run_build())
     assert "error" not in seen, seen.get("error")
@@ -172,7 +175,19 @@ def test_lifecycle_hooks_fire_per_wave_with_the_official_context(tmp_path: Path)
     assert fired[0] == ("run_start", "build", None)
     assert sorted(f[1] for f in fired if f[0] == "post_model") == sorted(finance)
     assert {f[2] for f in fired if f[0] == "post_model"} == {"success"}
-    assert fired[-1] == ("run_end", "success", str(len(seen["result"])))
+    assert fired[-1] == ("run_end", "success", None)
+
+    # The reference: the runner's on_run_end sees dbt's run results, the project's hooks among them.
+    runner = PrefectDbtRunner(settings=settings_for(project))
+
+    @runner.on_run_end
+    def runner_ended(ctx: DbtHookContext) -> None:
+        ended_with["runner"] = {u: r["status"] for u, r in ctx.run_results.items()}
+
+    in_flow(lambda: runner.invoke(["build"]))
+    hooks = {u for u in ended_with["runner"] if u.startswith("operation.")}
+    assert len(hooks) == 2  # the project's on-run-start hook and the dbt_prefect package's on-run-end hook
+    assert ended_with["orchestrator"] == ended_with["runner"]
 
 
 # -- the official page's examples --------------------------------------------------------
@@ -257,7 +272,7 @@ def test_the_official_examples_run_unchanged_with_our_imports(
     # The quick start is per node with concurrency=4: on DuckDB the nodes take turns, and say why.
     assert (
         "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: DuckDB allows "
-        "one writing process per database file (concurrency=4 and task_runner_type do not apply)"
+        "one writing process per database file, so concurrency=4 does not apply"
     ) in warnings.text
     assert "BuildPlan: " in out and "  Wave 0 (" in out
     assert namespace["run_ci_incremental"]() == {}

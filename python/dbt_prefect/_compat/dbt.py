@@ -121,7 +121,7 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     discovered_modules: dict[str, Any] = {}
     graphs: dict[frozenset[str], Any] = {}
     by_fqn: dict[str, list[str]] = {}
-    for collection in (manifest.nodes, manifest.unit_tests):
+    for collection in (manifest.nodes, manifest.unit_tests, manifest.exposures, manifest.saved_queries):
         for unique_id, node in collection.items():
             by_fqn.setdefault(".".join(node.fqn), []).append(unique_id)
 
@@ -160,3 +160,46 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         QualifiedNameSelectorMethod.search = original_search  # type: ignore[method-assign]
         if isinstance(original_prefixed_modules, classmethod):
             PluginManager.get_prefixed_modules = original_prefixed_modules  # type: ignore[method-assign, assignment]
+
+
+def release_duckdb_file() -> None:
+    """Close dbt-duckdb's database instance in this process once no connection uses it.
+
+    dbt-duckdb keeps one DuckDB instance per process (``DuckDBConnectionManager._ENV``,
+    checked with dbt-duckdb 1.9 to 1.11), and DuckDB holds the file's write lock while it
+    is open. The dbt CLI's process exits when the command ends, which releases the file; a
+    flow's process lives on, and then no other process (a later ``dbt seed``, another
+    flow) can open it. So each invocation and each orchestrated build ends with this.
+    dbt-duckdb's ``keep_open`` (true by default in 1.11) keeps the instance open between
+    invocations in one process; it is closed here all the same, because the lock it holds
+    blocks every other process, and opening the file again costs milliseconds. Kept open:
+    an in-memory database (closing it would drop its data), a MotherDuck one, and any
+    instance a connection still uses.
+    """
+    import sys
+
+    module = sys.modules.get("dbt.adapters.duckdb.connections")
+    manager = getattr(module, "DuckDBConnectionManager", None)
+    if manager is None:
+        return
+    with manager._LOCK:
+        env = manager._ENV
+        creds = getattr(env, "creds", None)
+        if env is None or getattr(env, "handle_count", 1) > 0 or creds is None:
+            return
+        if getattr(creds, "path", ":memory:") == ":memory:" or getattr(creds, "is_motherduck", True):
+            return
+        manager._ENV = None
+        try:
+            env.close()
+        except Exception:  # already closed by DuckDB itself
+            pass
+
+
+@contextmanager
+def duckdb_file_released() -> Iterator[None]:
+    """Release the DuckDB file (release_duckdb_file) when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        release_duckdb_file()

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from dbt.plugins.manager import dbt_hook, dbtPlugin
@@ -68,17 +69,33 @@ class ManifestCapturePlugin(dbtPlugin):
 def select_unique_ids(manifest: Any, selector: str) -> frozenset[str]:
     """The unique_ids a dbt selector selects in this manifest, by dbt's own selector code
     (the graph and NodeSelector that `dbt ls` uses; internals, checked against dbt-core
-    1.10 and 1.11). Runs inside the invocation, where dbt's flags are set."""
+    1.10 and 1.11). Runs inside the invocation, where dbt's flags are set.
+
+    ``path:`` selectors are relative to the project root, which dbt's tasks put in a
+    context variable while they select (``task_contextvars(project_root=...)``); without
+    it dbt reads them against the working directory. The root is the invocation's
+    ``--project-dir`` here, as dbt resolves it."""
     try:
         from dbt.compilation import Linker
         from dbt.graph import Graph, NodeSelector, parse_difference
+        from dbt_common.events.contextvars import task_contextvars
 
         linker = Linker()
         linker.link_graph(manifest)
         spec = parse_difference([selector], None)
-        return frozenset(NodeSelector(Graph(linker.graph), manifest).get_selected(spec, warn_on_no_nodes=False))
+        with task_contextvars(project_root=_project_root()):
+            selected = NodeSelector(Graph(linker.graph), manifest).get_selected(spec, warn_on_no_nodes=False)
+        return frozenset(selected)
     except Exception as exc:  # a hook with a selector dbt cannot read matches nothing
         _logger.warning(
             "dbt-prefect could not resolve the hook selector %r, so its hooks fire for nothing: %s", selector, exc
         )
         return frozenset()
+
+
+def _project_root() -> str:
+    """The project directory of the current dbt invocation, absolute, as dbt's RuntimeConfig has it."""
+    from dbt.flags import get_flags
+
+    project_dir = getattr(get_flags(), "PROJECT_DIR", None)
+    return str(Path(project_dir or Path.cwd()).resolve())

@@ -195,7 +195,12 @@ class NodeSession:
         _FORWARDER.flags = flags
 
     def node(self, unique_id: str) -> Any:
-        return self.manifest.nodes.get(unique_id) or self.manifest.unit_tests.get(unique_id)
+        # Exposures and saved queries too: dbt build runs them with its no-op runner.
+        for collection in ("nodes", "unit_tests", "exposures", "saved_queries"):
+            node = getattr(self.manifest, collection, {}).get(unique_id)
+            if node is not None:
+                return node
+        return None
 
     def check_supported(self, unique_id: str) -> None:
         """Raise WarmPathUnavailable for nodes the session does not run (microbatch models)."""

@@ -4,13 +4,14 @@ their last successful build, in code and in data, and so need not run.
 A node is a hit when its key (cache_keys.py: its code, config, macros, vars, its
 parents' keys and its sources' data versions) equals the key stored when it was last
 built, that build has not expired, and nothing it reads runs in this build. Everything
-else runs: a miss says why (what changed, or that a source's version is unknown), and
-nodes of an excluded type or materialization always run.
+else runs: a miss says why (what changed, or what reads a node that runs), and nodes of
+an excluded type or materialization always run.
 
 Source data versions are read once per build, after the project's on-run-start hooks
-(which may load sources), by the dbt package's ``dbt_prefect.source_versions`` macro in
-one ``dbt run-operation``: ``max(loaded_at_field)`` for a source with freshness
-configured, else ``relation_version`` (a scan on DuckDB and PostgreSQL; unknown elsewhere).
+(which may load sources), in one dbt invocation (source_versions.py): ``max(loaded_at_field)``
+for a source with freshness configured, else a scan on DuckDB and PostgreSQL. A source
+whose version cannot be read counts by code and config only, as in the official
+orchestrator, with one warning per build that names it.
 After the build, the store keeps the key of every node that succeeded, drops the key of
 every node that failed, and keeps the others' as they were.
 """
@@ -18,14 +19,11 @@ every node that failed, and keeps the others' as they were.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from dbt.cli.main import dbtRunner
 
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.statuses import classify
@@ -33,12 +31,12 @@ from dbt_prefect.orchestrator.cache_keys import INPUT_PREFIX, KeyBuilder, NodeKe
 from dbt_prefect.orchestrator.cache_store import CacheEntry, CacheStore, CacheStoreUnreadable
 from dbt_prefect.orchestrator.freshness import SourceFreshness, source_freshness
 from dbt_prefect.orchestrator.options import CacheConfig
-from dbt_prefect.orchestrator.plan import NodeGraph
+from dbt_prefect.orchestrator.plan import NO_OP_TYPES, NodeGraph
+from dbt_prefect.orchestrator.source_versions import read_source_versions
 
 _logger = logging.getLogger("dbt_prefect")
 
 HIT, MISS, EXCLUDED = "hit", "miss", "excluded"
-_VERSIONS_LINE = "dbt_prefect.source_versions "
 _PERIOD_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
@@ -102,8 +100,9 @@ class BuildCache:
                     pending.append(parent)
         return sorted(found)
 
-    def read_versions(self, graph: NodeGraph, dbt_args: Sequence[str]) -> None:
-        """The data version of every source the build reads (None where unknown).
+    def read_versions(self, graph: NodeGraph, dbt_args: Sequence[str], logger: Any = _logger) -> None:
+        """The data version of every source the build reads (None where unknown); the
+        sources whose version is unknown are named in one warning on ``logger``.
 
         The caller holds the process-wide dbt lock, and ``dbt_args`` carry the rendered
         profiles directory."""
@@ -117,28 +116,21 @@ class BuildCache:
         if not sources:
             return
         relations = [self._relation(self.manifest.sources[s]) for s in sources]
-        captured: list[str] = []
-
-        def listen(event: Any) -> None:
-            message = getattr(getattr(event, "data", None), "msg", "")
-            if isinstance(message, str) and message.startswith(_VERSIONS_LINE):
-                captured.append(message[len(_VERSIONS_LINE) :])
-
-        args = ["run-operation", "dbt_prefect.source_versions", "--args", json.dumps({"relations": relations})]
-        outcome = dbtRunner(manifest=self.manifest, callbacks=[listen]).invoke([*args, *dbt_args], log_level="none")
-        if not captured:
-            detail = str(outcome.exception or "").strip() or "it logged no versions"
-            _logger.warning(
-                "dbt-prefect could not read the data versions of %d source(s) (%s), so every node that reads "
-                "one runs. The macro dbt_prefect.source_versions comes with the dbt package: add dbt_prefect to "
-                "packages.yml and run dbt deps.",
-                len(sources),
-                detail[:500],
+        adapter_type = getattr(getattr(self.manifest, "metadata", None), "adapter_type", None)
+        read = read_source_versions(self.manifest, relations, adapter_type, dbt_args)
+        self.versions = dict(read.versions)
+        unseen = [s for s in sources if self.versions.get(s) is None]
+        if unseen:
+            names = [self._name(s).removeprefix("source ") for s in unseen]
+            shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+            logger.warning(
+                "dbt-prefect's cache cannot see new data in %d source(s): %s (%s). The nodes that read them are "
+                "cached on their code and config only, as in prefect-dbt: new rows there rebuild nothing until "
+                "the cached builds expire (CacheConfig(expiration=...) or use_source_freshness_expiration).",
+                len(unseen),
+                shown,
+                read.why_unknown,
             )
-            self.versions = dict.fromkeys(sources)
-            return
-        versions = json.loads(captured[-1])
-        self.versions = {s: (None if versions.get(s) is None else str(versions[s])) for s in sources}
 
     @staticmethod
     def _relation(source: Any) -> dict[str, Any]:
@@ -168,7 +160,9 @@ class BuildCache:
 
     def _excluded(self, planned: Any) -> bool:
         return (
-            planned.resource_type in self.config.exclude_resource_types
+            # Exposures and saved queries build nothing: they always report no-op, at no cost.
+            planned.resource_type in NO_OP_TYPES
+            or planned.resource_type in self.config.exclude_resource_types
             or (planned.materialization or "") in self.config.exclude_materializations
         )
 
@@ -182,7 +176,7 @@ class BuildCache:
         if self.full_refresh:
             return CacheDecision(MISS, "full refresh: the cache is not read", key)
         if key.key is None:
-            return CacheDecision(MISS, f"the data version of {self._name(key.unknown_input)} is unknown", key)
+            return CacheDecision(MISS, f"it reads {key.unknown_input}, which the parsed project does not have", key)
         entry = self.entries.get(planned.unique_id)
         if entry is None:
             return CacheDecision(MISS, "no earlier successful build in the cache", key)

@@ -7,9 +7,11 @@ own key (so a change cascades downstream) or a source's data version (so new row
 source reach every node that reads it). Not the compiled SQL: a change that only comes
 through an environment variable does not change a key, as in the official orchestrator.
 
-A part that is unknown (a source whose version could not be read) makes the node's key
-None, and the keys of everything downstream of it: an unknown never counts as unchanged.
-Everything here is pure: the manifest and the source versions in, keys out.
+A source whose version could not be read is a constant part: the nodes that read it are
+keyed by code and config only, as in the official orchestrator (cache.py warns about it).
+A parent the manifest does not have makes the node's key None, and the keys of everything
+downstream of it: nothing says it is unchanged. Everything here is pure: the manifest and
+the source versions in, keys out.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 # Parts of the key that are not inputs, in the order a miss reason names them.
 OWN_PARTS = ("code", "config", "columns", "relation", "macros", "vars")
 INPUT_PREFIX = "input:"
+# The version part of a source whose data version could not be read.
+UNVERSIONED = "unversioned"
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,9 @@ class KeyBuilder:
         unknown: str | None = None
         for parent in sorted(self._node_parents(unique_id)):
             if parent in self.manifest.sources:
+                # A source whose version could not be read counts by its code only, as in prefect-dbt.
                 version = self.source_versions.get(parent)
-                parts[INPUT_PREFIX + parent] = None if version is None else _digest(version)
+                parts[INPUT_PREFIX + parent] = _digest(UNVERSIONED if version is None else version)
             elif parent in self._keys:
                 parts[INPUT_PREFIX + parent] = self._keys[parent].key
             else:  # a node the manifest does not have (a disabled one): nothing says it is unchanged

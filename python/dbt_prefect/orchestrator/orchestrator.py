@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
 
+from dbt_prefect._compat.dbt import release_duckdb_file
 from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
 from dbt_prefect.model.nodes import NodeCatalog
-from dbt_prefect.model.statuses import CACHED, ERROR, SKIPPED, SUCCESS
+from dbt_prefect.model.statuses import CACHED, SKIPPED, summary_counts, summary_line
 from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.orchestrator.artifacts import publish_node_build_report, write_build_run_results
 from dbt_prefect.orchestrator.cache import HIT, BuildCache
@@ -40,21 +41,30 @@ from dbt_prefect.orchestrator.options import (
     as_test_strategy,
     check_combination,
 )
-from dbt_prefect.orchestrator.per_node import PerNodeBuild, dbt_hooks, node_task_runner
+from dbt_prefect.orchestrator.per_node import (
+    PerNodeBuild,
+    dbt_hooks,
+    hook_results_of,
+    node_task_runner,
+    runs_in_flow_process,
+)
 from dbt_prefect.orchestrator.per_wave import WaveOptions, node_of, run_waves
 from dbt_prefect.orchestrator.plan import BuildPlan, NodeGraph, preview
 from dbt_prefect.orchestrator.preparation import BuildOptions, BuildRequest, PreparedBuild, dbt_args, prepare_build
-from dbt_prefect.orchestrator.results import BuildResult, HookRecord, NodeResult
-from dbt_prefect.orchestrator.worker import NodeOptions
+from dbt_prefect.orchestrator.results import BuildResult, NodeResult
+from dbt_prefect.orchestrator.warm_project import close_connections
+from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome
 from dbt_prefect.runner.failures import failure_lines
 from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, LifecycleHooks
-from dbt_prefect.runner.invocation import check_project
+from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
 from dbt_prefect.runner.target import RunTarget
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
+# dbt's own warning for a command that selects no node (dbt.events.types.NothingToDo).
+NOTHING_TO_DO = "Nothing to do. Try checking your model configs and model specification args"
 
 
 class PrefectDbtOrchestrator(HookRegistration):
@@ -138,11 +148,12 @@ class PrefectDbtOrchestrator(HookRegistration):
         extra_cli_args: Sequence[str] | None = None,
     ) -> BuildPlan:
         """What run_build would run, in waves, without running any node."""
-        prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, None)
-        predictions = None
-        if self.cache is not None:
-            # The sources as they are now: run_build reads them again after the on-run-start hooks.
-            predictions = self._cache_decisions(prepared).predictions()
+        with _database_released():
+            prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, None)
+            predictions = None
+            if self.cache is not None:
+                # The sources as they are now: run_build reads them again after the on-run-start hooks.
+                predictions = self._cache_decisions(prepared).predictions()
         return preview(prepared.plan, dict(prepared.stale), self.execution_mode is ExecutionMode.PER_WAVE, predictions)
 
     def run_build(
@@ -157,6 +168,19 @@ class PrefectDbtOrchestrator(HookRegistration):
         vars: dict[str, Any] | None = None,
     ) -> BuildResult:
         """Plan the build, run every node, and return the results dict (unique_id -> result)."""
+        with _database_released():
+            return self._run_build(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
+
+    def _run_build(
+        self,
+        select: Any,
+        exclude: Any,
+        full_refresh: bool,
+        only_fresh_sources: bool,
+        target: str | None,
+        extra_cli_args: Sequence[str] | None,
+        vars: dict[str, Any] | None,
+    ) -> BuildResult:
         flow_ctx = FlowRunContext.get()
         in_flow = flow_ctx is not None and flow_ctx.flow_run is not None
         if self.execution_mode is ExecutionMode.PER_NODE and not in_flow:
@@ -168,6 +192,10 @@ class PrefectDbtOrchestrator(HookRegistration):
         prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
         graph, catalog = prepared.plan, prepared.catalog
         self.last_plan = graph
+        if not graph.nodes:
+            # As dbt build with an empty selection: its warning, and no project hook runs.
+            _flow_logger().warning(NOTHING_TO_DO)
+            graph.hook_types = ()
         hooks = InvocationHooks(self.hooks, self, "build", prepared.request.build_args) if self.hooks else None
         if hooks is not None:
             hooks.start(prepared.hook_selection, lambda: catalog.manifest)
@@ -183,18 +211,24 @@ class PrefectDbtOrchestrator(HookRegistration):
             results, hook_results = self._run_per_node(prepared, hooks, flow_ctx)
         outcome = BuildResult(success=True, results=results, hook_results=hook_results)
         if hooks is not None:
-            hooks.finish(outcome, outcome.results)
+            # As dbt's run results: the nodes, then the project's own hooks.
+            hooks.finish(outcome, [*outcome.results, *outcome.hook_results])
         if self.write_run_results:
             write_build_run_results(prepared, Path(self.settings.target_path), outcome, time.time() - started)
         counts: dict[str, int] = {}
         for status in (r["status"] for r in outcome.values()):
             counts[status] = counts.get(status, 0) + 1
-        _logger.info(
+        logger = _flow_logger()
+        logger.info(
             "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
             len(outcome),
             time.time() - started,
             ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
         )
+        if graph.nodes:
+            # dbt's closing line for the whole build, as one `dbt build` would print it.
+            every = [r.status for r in (*outcome.hook_results, *outcome.results)]
+            logger.info("Done. %s", summary_line(summary_counts(every)))
         if not outcome.success and self.raise_on_failure:
             lines = failure_lines(outcome.failed_results, None, "")
             summary = "Failures detected during invocation of dbt command 'build':\n" + "\n".join(lines)
@@ -267,18 +301,16 @@ class PrefectDbtOrchestrator(HookRegistration):
         hook_results: list[NodeResult] = []
         if build.end_hooks_pending:
             # Failures left nothing to run in the last wave, so no dbt invocation ran the
-            # project's on-run-end hooks: they run in a task of their own.
+            # project's on-run-end hooks: they run in a task of their own, with the build's results.
             state = dbt_hooks.with_options(name="on-run-end", task_run_name="on-run-end")(
-                spec=prepared.spec, hook_type="on-run-end", upstream=[], upstream_ids=[], return_state=True
+                spec=prepared.spec,
+                hook_type="on-run-end",
+                # Plain outcomes: the results carry dbt's node objects, which the task need not walk.
+                upstream=[NodeOutcome(r.unique_id, r.status, r.message, r.execution_time) for r in build.results],
+                upstream_ids=[r.unique_id for r in build.results],
+                return_state=True,
             )
-            hook_results.append(
-                NodeResult(
-                    unique_id=HookRecord("on-run-end").unique_id,
-                    node=HookRecord("on-run-end"),
-                    status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
-                    message=str(state.message or ""),
-                )
-            )
+            hook_results += hook_results_of("on-run-end", state, state.state_details.task_run_id)
         return build.results, [*build.hook_results, *hook_results]
 
     def _run_per_node(
@@ -290,9 +322,11 @@ class PrefectDbtOrchestrator(HookRegistration):
         runnable = NodeGraph(
             [n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types, graph.test_strategy
         )
-        task_runner = node_task_runner(catalog, self.concurrency, self.task_runner_type)
+        task_runner = node_task_runner(catalog, self.concurrency, self.task_runner_type, flow_ctx.task_runner)
+        # One node at a time already: a Prefect concurrency limit would only cost each node a slot.
+        limited = None if runs_in_flow_process(catalog) else self.concurrency
         cache: BuildCache | None = None
-        with concurrency_limit(self.concurrency, flow_ctx.flow_run.id) as limit_name:
+        with concurrency_limit(limited, flow_ctx.flow_run.id) as limit_name:
             node_options = NodeOptions(
                 concurrency_limit=limit_name,
                 include_compiled_code=self.include_compiled_code,
@@ -331,10 +365,11 @@ class PrefectDbtOrchestrator(HookRegistration):
         cache = BuildCache.open(
             self.cache, prepared.catalog.manifest, request.project_dir, request.vars_text, request.full_refresh
         )
+        logger = _flow_logger()
         with dbt_args(self.settings, request) as args:
-            cache.read_versions(prepared.plan, args)
+            cache.read_versions(prepared.plan, args, logger)
         cache.decide(prepared.plan)
-        cache.log_decisions(_flow_logger())
+        cache.log_decisions(logger)
         return cache
 
     def _answer_from_cache(self, prepared: PreparedBuild, build: PerNodeBuild) -> tuple[BuildCache, list[NodeResult]]:
@@ -378,6 +413,19 @@ class PrefectDbtOrchestrator(HookRegistration):
             skipped.append(NodeResult.not_run(done))
         wait_until_recorded(recorder.task_run_ids, [], self.record_timeout_seconds)
         return skipped
+
+
+@contextmanager
+def _database_released() -> Iterator[None]:
+    """When a build or plan ends, however it ends, no connection of this process holds
+    the database, as when the dbt CLI's process exits: the warm sessions in the flow's
+    process disconnect (they stay warm otherwise) and the DuckDB file is released."""
+    try:
+        yield
+    finally:
+        with DBT_INVOCATION_LOCK:
+            close_connections()
+            release_duckdb_file()
 
 
 def _flow_logger() -> Any:

@@ -89,7 +89,9 @@ class PerNodeBuild:
             self._post_model_hooks(hooks, futures)
         wait([*futures.values(), *hook_futures.values()])
         results = self._collect(futures)
-        hook_results = [_hook_result(name, future) for name, future in hook_futures.items()]
+        hook_results = [
+            r for name, future in hook_futures.items() for r in hook_results_of(name, future.state, future.task_run_id)
+        ]
         self._wait_until_recorded(self.task_runner or flow_task_runner, {**futures, **hook_futures}, results)
         return NodeBuild(results, hook_results)
 
@@ -199,15 +201,34 @@ def _failed_upstream(
     return tuple(found)
 
 
-def _hook_result(hook_type: str, future: Any) -> NodeResult:
-    state = future.state
-    return NodeResult(
-        unique_id=HookRecord(hook_type).unique_id,
-        node=HookRecord(hook_type),
-        status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
-        message=str(state.message or ""),
-        task_run_id=future.task_run_id,
-    )
+def hook_results_of(hook_type: str, state: Any, task_run_id: Any) -> list[NodeResult]:
+    """The results of a hook task (its final state): one per project hook it ran, under
+    dbt's id for the hook; one for the task when it could not run them."""
+    try:
+        ran = state.result(raise_on_failure=False)
+    except Exception:  # a worker that died, a result that cannot be read
+        ran = None
+    if isinstance(ran, list) and ran and all(isinstance(r, NodeOutcome) for r in ran):
+        return [
+            NodeResult(
+                unique_id=r.unique_id,
+                node=HookRecord(r.unique_id.split(".", 2)[-1]),
+                status=r.status,
+                message=r.message,
+                execution_time=r.execution_time,
+                task_run_id=task_run_id,
+            )
+            for r in ran
+        ]
+    return [
+        NodeResult(
+            unique_id=HookRecord(hook_type).unique_id,
+            node=HookRecord(hook_type),
+            status=ERROR if state.is_failed() or state.is_crashed() else SUCCESS,
+            message=str(state.message or ""),
+            task_run_id=task_run_id,
+        )
+    ]
 
 
 def outcome_of(future: Any, unique_id: str = "") -> NodeOutcome:
@@ -234,20 +255,30 @@ def _dask_client(task_runner: Any) -> Any:
         return None
 
 
-def node_task_runner(catalog: NodeCatalog, concurrency: Any, task_runner_type: Any) -> Any:
+def runs_in_flow_process(catalog: NodeCatalog) -> bool:
+    """DuckDB allows one writing process per database file: its nodes take turns in the
+    flow's process, where they share one database instance."""
+    return catalog.adapter_type == "duckdb"
+
+
+def node_task_runner(catalog: NodeCatalog, concurrency: Any, task_runner_type: Any, flow_task_runner: Any) -> Any:
     """The task runner for the node tasks, when not the flow's own."""
-    adapter = getattr(getattr(catalog.manifest, "metadata", None), "adapter_type", None)
-    if adapter == "duckdb":
+    if runs_in_flow_process(catalog):
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        # DuckDB allows one writing process per database file: the nodes take turns in
-        # the flow's process, where they share one database instance.
-        if concurrency not in (None, 1) or task_runner_type is not None:
+        ignored = []
+        if concurrency not in (None, 1):
+            ignored.append(f"concurrency={concurrency!r}")
+        if task_runner_type is not None:
+            ignored.append(f"task_runner_type={getattr(task_runner_type, '__name__', task_runner_type)}")
+        if flow_task_runner is not None and not isinstance(flow_task_runner, ThreadPoolTaskRunner):
+            ignored.append(f"the flow's {type(flow_task_runner).__name__}")
+        if ignored:
             _logger.warning(
                 "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: "
-                "DuckDB allows one writing process per database file (concurrency=%r and task_runner_type "
-                "do not apply)",
-                concurrency,
+                "DuckDB allows one writing process per database file, so %s do%s not apply",
+                " and ".join(ignored),
+                "es" if len(ignored) == 1 else "",
             )
         return ThreadPoolTaskRunner(max_workers=1)
     if task_runner_type is None:

@@ -175,10 +175,14 @@ def run_waves(
                     wave_entries = node_results(dbt_result)
                     entries += wave_entries
                     by_id = {getattr(getattr(e, "node", None), "unique_id", None): e for e in wave_entries}
-                    for planned in runnable:
-                        results[planned.unique_id] = _result_of(
+                    for planned in runnable:  # in plan order: what a node depends on comes first
+                        result = _result_of(
                             planned, by_id.get(planned.unique_id), recorder, catalog, invocation, started, exception
                         )
+                        if classify(result.status).skipped:  # dbt skipped it below a failure in this wave
+                            stopped = [p for p in planned.parents if p in results and _stops_children(results[p])]
+                            result.failed_upstream = _failed_upstream(stopped, results)
+                        results[planned.unique_id] = result
             finally:
                 if emitter is not None:
                     emitter.release()

@@ -1,7 +1,7 @@
 """The orchestrator's plan: which dbt nodes run, what each waits for, and in which wave.
 
-Built from the manifest dbt parsed once, in the flow: the selected seeds, models and
-snapshots, with ephemeral models folded away (their parents become the children's
+Built from the manifest dbt parsed once, in the flow: the selected seeds, models,
+snapshots, exposures and saved queries, with ephemeral models folded away (their parents become the children's
 parents), and the tests placed by the test strategy:
 - ``immediate``: a model's tests run right after it and gate its children, as in ``dbt build``;
 - ``deferred``: every test after every model, seed and snapshot;
@@ -21,7 +21,10 @@ from dbt_prefect.errors import OrchestratorUsageError
 from dbt_prefect.model.statuses import SKIPPED
 
 TEST_STRATEGIES = ("immediate", "deferred", "skip")
-_EXECUTABLE = frozenset({"model", "seed", "snapshot"})
+# Exposures and saved queries build nothing, but `dbt build` reports them (status no-op,
+# or skipped below a failure), so they are nodes of the plan like models.
+NO_OP_TYPES = frozenset({"exposure", "saved_query"})
+_EXECUTABLE = frozenset({"model", "seed", "snapshot"}) | NO_OP_TYPES
 _TESTS = frozenset({"test", "unit_test"})
 
 
@@ -226,7 +229,7 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
             unique_id=uid,
             task_run_name=node.task_run_name,
             resource_type=node.resource_type,
-            materialization=None if node.resource_type in _TESTS else node.materialized,
+            materialization=None if node.resource_type in _TESTS | NO_OP_TYPES else node.materialized,
             attached_to=node.attached_node if node.resource_type == "unit_test" else None,
             parents=decided_by(uid),
             waits_for=tuple(sorted(waits[uid])),

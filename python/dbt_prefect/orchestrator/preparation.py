@@ -277,18 +277,47 @@ def _stable_secret_names(rendered: str, secret_env: Mapping[str, str]) -> tuple[
 
 
 def _project_fingerprint(project_dir: Path) -> str:
-    """Changes when a project file changes: names, sizes and modification times."""
+    """Changes when a file of the project or of a package it installed changes: names,
+    sizes and modification times.
+
+    Symlinked folders are followed, because dbt installs a ``local:`` package as a link,
+    but never into a folder the walk is already inside: dbt's link for ``local: ../``
+    points at the folder that holds the project, and following it blindly loops."""
     digest = hashlib.sha256()
-    skip = {"target", "logs", ".git", ".venv", "__pycache__"}
-    for root, dirs, files in os.walk(project_dir, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if d not in skip)
-        for name in sorted(files):
-            if name.endswith((".duckdb", ".duckdb.wal", ".pyc")):
-                continue
-            path = Path(root) / name
+    for path in _project_files(project_dir):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.relative_to(project_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+_NOT_FINGERPRINTED_DIRS = frozenset({"target", "logs", ".git", ".venv", "__pycache__"})
+_NOT_FINGERPRINTED_SUFFIXES = (".duckdb", ".duckdb.wal", ".pyc")
+
+
+def _project_files(project_dir: Path) -> Iterator[Path]:
+    """The files under project_dir in a stable order, through symlinked folders, each
+    folder at most once along one path (a link back up the tree ends there)."""
+    stack: list[tuple[Path, tuple[str, ...]]] = [(project_dir, (os.path.realpath(project_dir),))]
+    while stack:
+        directory, inside = stack.pop()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name, reverse=True)
+        except OSError:
+            continue
+        for entry in entries:
             try:
-                stat = path.stat()
+                is_dir = entry.is_dir()  # follows a link
             except OSError:
                 continue
-            digest.update(f"{path.relative_to(project_dir)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+            if is_dir:
+                if entry.name in _NOT_FINGERPRINTED_DIRS:
+                    continue
+                real = os.path.realpath(entry.path)
+                if real in inside:
+                    continue
+                stack.append((Path(entry.path), (*inside, real)))
+            elif not entry.name.endswith(_NOT_FINGERPRINTED_SUFFIXES):
+                yield Path(entry.path)

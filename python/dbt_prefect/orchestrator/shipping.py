@@ -76,15 +76,15 @@ def shipped_files(project_dir: Path) -> list[tuple[Path, str]]:
     paths = _project_paths(project_dir)
     anchored = [f"/{paths[key]}/" for key, _ in _PROJECT_PATHS]
     found: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    _walk(project_dir, "", _patterns([*_NEVER_SHIPPED, *anchored]), [], found, seen, "")
+    _walk(project_dir, "", _patterns([*_NEVER_SHIPPED, *anchored]), [], found, (), "")
     install = project_dir / paths["packages-install-path"]
     if not Path(paths["packages-install-path"]).is_absolute() and install.is_dir():
         never = _patterns(_NEVER_SHIPPED + ("/target/", "/logs/", "/dbt_packages/"))
         for package in sorted(install.iterdir(), key=lambda p: p.name):
             if package.is_dir() and not package.name.startswith("."):
                 prefix = f"{paths['packages-install-path']}/{package.name}/"
-                _walk(package, "", never, [], found, seen, prefix)
+                # A package that holds the project (`local: ../`) does not ship it again.
+                _walk(package, "", never, [], found, (project_dir.resolve(),), prefix)
     return found
 
 
@@ -94,13 +94,16 @@ def _walk(
     never: _Patterns,
     layers: list[tuple[str, _Patterns]],
     found: list[tuple[Path, str]],
-    seen: set[Path],
+    inside: tuple[Path, ...],
     prefix: str,
 ) -> None:
+    # A link back to a folder this walk is inside (dbt's link for `local: ../`) would loop.
+    # A folder reached twice by other paths (a package inside the project, installed as a
+    # link too) ships under each path: the worker needs the package where dbt installed it.
     real = directory.resolve()
-    if real in seen:  # a symlink loop, or a package linked twice
+    if real in inside:
         return
-    seen.add(real)
+    inside = (*inside, real)
     gitignore = directory / ".gitignore"
     if gitignore.is_file():
         lines = gitignore.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -111,7 +114,7 @@ def _walk(
         if _ignored(path, [("", never)]) or _ignored(path, layers):
             continue
         if is_dir:
-            _walk(child, path, never, layers, found, seen, prefix)
+            _walk(child, path, never, layers, found, inside, prefix)
         elif child.is_file():
             found.append((child, prefix + path))
 

@@ -163,6 +163,14 @@ def _worker_dir() -> Path:
     return _private_dir(f"{WORKER_DIR_PREFIX}{os.getpid()}-")
 
 
+def close_connections() -> None:
+    """Close the database connections of this process's warm projects; they stay warm
+    otherwise, and their next node connects again. Call with DBT_INVOCATION_LOCK held."""
+    for project in list(_CACHE.values()):
+        if project.session is not None:
+            project.session.close()
+
+
 def close_all() -> None:
     """Close this process's warm projects: their sessions, and their private files."""
     while _CACHE:

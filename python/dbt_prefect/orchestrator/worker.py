@@ -61,7 +61,16 @@ from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, Scrub, scrubber
 _logger = logging.getLogger("dbt_prefect")
 
 # dbt commands per resource type.
-NODE_COMMANDS = {"model": "run", "seed": "seed", "snapshot": "snapshot", "test": "test", "unit_test": "test"}
+NODE_COMMANDS = {
+    "model": "run",
+    "seed": "seed",
+    "snapshot": "snapshot",
+    "test": "test",
+    "unit_test": "test",
+    # Only dbt build runs exposures and saved queries (status no-op).
+    "exposure": "build",
+    "saved_query": "build",
+}
 
 
 @dataclass
@@ -257,6 +266,7 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
     """
     scrub = scrubber(spec.secret_env.values)
     status, message = ERROR, ""
+    ran: list[Any] = []
     try:
         with DBT_INVOCATION_LOCK:
             project, _ = warm_project(spec)
@@ -265,9 +275,7 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
             hooks = {u: n for u, n in project.hooks.items() if hook_type in (getattr(n, "tags", None) or ())}
             results = []
             for outcome in _upstream_outcomes(upstream, upstream_ids):
-                node = project.manifest.nodes.get(outcome.unique_id) or project.manifest.unit_tests.get(
-                    outcome.unique_id
-                )
+                node = project.catalog.manifest_entry(outcome.unique_id)
                 if node is not None:
                     results.append(run_result(node, outcome.status, outcome.message, outcome.execution_time))
             threshold = max(python_level(spec.log_level), logging.getLogger("prefect.task_runs").getEffectiveLevel())
@@ -279,7 +287,18 @@ def run_hooks(spec: ProjectSpec, hook_type: str, upstream: Sequence[Any], upstre
         message = scrub((failed[0].message or "") if failed else f"{len(ran)} {hook_type} hooks passed")
     except Exception as exc:  # the hook task ends Failed with the reason, like a node
         message = scrub(f"{type(exc).__name__}: {exc}")
-    return prefect_state(status, message, time.time())
+    state = prefect_state(status, message, time.time())
+    # Each hook's own result, under dbt's id for it, as dbt build reports them.
+    state.data = [
+        NodeOutcome(
+            unique_id=r.node.unique_id,
+            status=str(getattr(r.status, "value", r.status)),
+            message=scrub(r.message or ""),
+            execution_time=float(getattr(r, "execution_time", 0.0) or 0.0),
+        )
+        for r in ran
+    ]
+    return state
 
 
 @contextmanager
