@@ -4,8 +4,10 @@ LocalCluster with worker processes, a real Prefect server; read back through the
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dbt_prefect import DbtBuildFailed, PrefectDbtRunnerFailure
 from dbt_prefect import OrchestratorUsageError
 from support.orchestration import dask_runner, orchestrate, worker_pids
-from support.projects import make_pg_project
+from support.projects import make_pg_project, make_shop_copy
 from support.prefect_api import (
     asset_events,
     by_name,
+    events_of_flow_run,
     logs,
     materializations,
     message_of,
@@ -298,6 +301,26 @@ def test_concurrency_caps_the_nodes_running_at_once(shop: Path, green: Any, dask
     with get_client(sync_client=True) as client:
         limits = client.read_global_concurrency_limits(limit=200)
     assert not [limit.name for limit in limits if limit.name.startswith("dbt-prefect-orchestrator-")]
+
+
+def test_on_duckdb_nodes_take_turns_in_the_flow_process_take_no_slot_and_say_why(
+    tmp_path: Path, dask_cluster: Any
+) -> None:
+    """DuckDB allows one writing process per file: the flow's Dask runner and concurrency
+    do not apply, a warning on the flow run says so, and no node pays for a concurrency slot."""
+    project = make_shop_copy(tmp_path)
+    outcome = orchestrate(
+        project, dask_runner(dask_cluster), build={"select": "+stg_customers"}, test_strategy="skip", concurrency=2
+    )
+    assert outcome.state.is_completed(), outcome.error
+    flow_lines = [line for line in logs(outcome.flow_run_id) if line.task_run_id is None]
+    assert [line.message for line in flow_lines if line.level == logging.WARNING] == [
+        "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: DuckDB allows one "
+        "writing process per database file, so concurrency=2 and the flow's DaskTaskRunner do not apply"
+    ]
+    assert {r.worker for r in outcome.result.results} == {f"{socket.gethostname()}:{os.getpid()}"}
+    assert sorted(outcome.result) == ["model.shop.stg_customers", "seed.shop.raw_customers"]
+    assert events_of_flow_run(outcome.flow_run_id, "prefect.concurrency-limit.") == []
 
 
 def test_an_unknown_concurrency_limit_name_is_an_error(shop: Path) -> None:

@@ -16,7 +16,7 @@ from dbt.cli.main import dbtRunner
 from dbt_prefect import CacheConfig
 from support.orchestration import orchestrate
 from support.prefect_api import by_name, logs, message_of, state_of, task_runs
-from support.projects import make_shop_copy
+from support.projects import make_shop_copy, without_dbt_prefect_package
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -169,6 +169,35 @@ def test_code_and_data_changes_rebuild_exactly_what_reads_them(shop: tuple[Path,
         con.execute("update crm.notes set id = 3 where id = 2")
     updated = cached_build(project, store)
     assert {u for u in cacheable(updated) if statuses(updated)[u] != "cached"} == {"model.shop.stg_notes"}
+
+
+def test_without_the_dbt_package_source_versions_still_see_new_data(shop: tuple[Path, Path]) -> None:
+    """A user who switches from prefect-dbt keeps a cache that sees data, with no dbt package."""
+    project, store = shop
+    without_dbt_prefect_package(project)
+    first = cached_build(project, store)
+    assert not any("cannot see new data" in line for line in flow_lines(first))
+    assert {u for u in cacheable(first) if statuses(first)[u] == "cached"} == set()
+    unchanged = cached_build(project, store)
+    assert {u for u in cacheable(unchanged) if statuses(unchanged)[u] != "cached"} == set()
+
+    with duckdb.connect(str(project.parent / "shop.duckdb")) as con:
+        con.execute("insert into crm.notes values (2)")
+    noted = cached_build(project, store)
+    assert {u for u in cacheable(noted) if statuses(noted)[u] != "cached"} == {"model.shop.stg_notes"}
+
+    with duckdb.connect(str(project.parent / "shop.duckdb")) as con:
+        con.execute(
+            "insert into payments_app.payments (id, order_id, payment_method, amount_cents, created_at, _loaded_at)"
+            " select max(id) + 1, 1, 'coupon', 100, timestamp '2024-01-03', current_timestamp from payments_app.payments"
+        )
+    loaded = cached_build(project, store)
+    rebuilt = {u for u in cacheable(loaded) if statuses(loaded)[u] != "cached"}
+    assert rebuilt == dbt_ls(project, "source:payments_app.payments+") & cacheable(loaded)
+    assert (
+        "Cache miss for model stg_payments: changed since its last build: new data in source payments_app.payments"
+        in flow_lines(loaded)
+    )
 
 
 def test_full_refresh_ignores_the_cache_and_a_corrupt_store_means_a_full_build(

@@ -17,7 +17,7 @@ from prefect import flow
 from prefect.context import FlowRunContext
 
 from dbt_prefect import DbtBuildFailed, DbtHookContext, PrefectDbtOrchestrator, PrefectDbtRunner, PrefectDbtSettings
-from support.prefect_api import by_name, message_of, state_of, task_runs
+from support.prefect_api import by_name, logs, message_of, state_of, task_runs
 from support.projects import REPO_ROOT, make_shop_copy
 from support.sources import land_sources
 
@@ -276,3 +276,27 @@ def test_the_official_examples_run_unchanged_with_our_imports(
     ) in warnings.text
     assert "BuildPlan: " in out and "  Wave 0 (" in out
     assert namespace["run_ci_incremental"]() == {}
+
+
+# -- an empty selection ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["per_wave", "per_node"])
+def test_an_empty_selection_says_dbts_nothing_to_do_and_runs_no_project_hook(tmp_path: Path, mode: str) -> None:
+    project = make_shop_copy(tmp_path)
+    plain = dbtRunner().invoke(
+        ["build", "--select", "tag:no_such_tag", "--project-dir", str(project), "--profiles-dir", str(project)]
+    )
+    assert plain.success and plain.result.results == []
+    database = tmp_path / "shop.duckdb"
+    assert not database.exists()  # plain dbt ran no hook: its on-run-start hook would have made the file
+
+    orchestrator = PrefectDbtOrchestrator(settings=settings_for(project), execution_mode=mode)
+    seen = in_flow(lambda: orchestrator.run_build(select="tag:no_such_tag"))
+    assert "error" not in seen, seen.get("error")
+    assert seen["result"] == {} and seen["result"].hook_results == []
+    assert task_runs(seen["flow_run_id"]) == []
+    lines = [(line.level, line.message) for line in logs(seen["flow_run_id"]) if line.task_run_id is None]
+    assert (logging.WARNING, "Nothing to do. Try checking your model configs and model specification args") in lines
+    assert not [m for _, m in lines if m.startswith("Done.")]
+    assert not database.exists()

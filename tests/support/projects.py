@@ -87,3 +87,16 @@ def make_small_project(
         (project / "models" / file_name).write_text(sql)
     write_pg_profile(project, postgres, schema, name, threads=2)
     return project
+
+
+def without_dbt_prefect_package(project: Path) -> Path:
+    """The shop copy as a prefect-dbt user has it: no dbt_prefect package, no hook or var of it."""
+    dbt_project = project / "dbt_project.yml"
+    text = dbt_project.read_text()
+    text = text.replace('  +post-hook: "{{ dbt_prefect.collect_metadata() }}"\n', "")
+    text = text.replace("  dbt_prefect:\n    run_history: true\n    run_history_schema: audit\n", "")
+    assert "dbt_prefect." not in text and "dbt_prefect:" not in text
+    dbt_project.write_text(text)
+    (project / "packages.yml").write_text("packages: []\n")
+    shutil.rmtree(project / "dbt_packages")
+    return project

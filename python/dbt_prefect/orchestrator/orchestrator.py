@@ -20,11 +20,10 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger
 from prefect.context import FlowRunContext
-from prefect.exceptions import MissingContextError
 
 from dbt_prefect._compat.dbt import release_duckdb_file
+from dbt_prefect._compat.prefect import flush_events_and_logs
 from dbt_prefect.errors import DbtBuildFailed, OrchestratorUsageError
 from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.statuses import CACHED, SKIPPED, summary_counts, summary_line
@@ -59,7 +58,7 @@ from dbt_prefect.runner.hooks import HookRegistration, InvocationHooks, Lifecycl
 from dbt_prefect.runner.invocation import DBT_INVOCATION_LOCK, check_project
 from dbt_prefect.runner.readback import wait_until_recorded
 from dbt_prefect.runner.recorder import RunRecorder
-from dbt_prefect.runner.target import RunTarget
+from dbt_prefect.runner.target import RunTarget, current_run_logger
 from dbt_prefect.settings import PrefectDbtSettings
 
 _logger = logging.getLogger("dbt_prefect")
@@ -194,7 +193,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         self.last_plan = graph
         if not graph.nodes:
             # As dbt build with an empty selection: its warning, and no project hook runs.
-            _flow_logger().warning(NOTHING_TO_DO)
+            current_run_logger().warning(NOTHING_TO_DO)
             graph.hook_types = ()
         hooks = InvocationHooks(self.hooks, self, "build", prepared.request.build_args) if self.hooks else None
         if hooks is not None:
@@ -218,7 +217,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         counts: dict[str, int] = {}
         for status in (r["status"] for r in outcome.values()):
             counts[status] = counts.get(status, 0) + 1
-        logger = _flow_logger()
+        logger = current_run_logger()
         logger.info(
             "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
             len(outcome),
@@ -229,6 +228,9 @@ class PrefectDbtOrchestrator(HookRegistration):
             # dbt's closing line for the whole build, as one `dbt build` would print it.
             every = [r.status for r in (*outcome.hook_results, *outcome.results)]
             logger.info("Done. %s", summary_line(summary_counts(every)))
+        if in_flow:
+            # As the runner: the build's log lines are on the server when the call returns.
+            flush_events_and_logs(min(self.record_timeout_seconds, 10.0))
         if not outcome.success and self.raise_on_failure:
             lines = failure_lines(outcome.failed_results, None, "")
             summary = "Failures detected during invocation of dbt command 'build':\n" + "\n".join(lines)
@@ -365,7 +367,7 @@ class PrefectDbtOrchestrator(HookRegistration):
         cache = BuildCache.open(
             self.cache, prepared.catalog.manifest, request.project_dir, request.vars_text, request.full_refresh
         )
-        logger = _flow_logger()
+        logger = current_run_logger()
         with dbt_args(self.settings, request) as args:
             cache.read_versions(prepared.plan, args, logger)
         cache.decide(prepared.plan)
@@ -426,11 +428,3 @@ def _database_released() -> Iterator[None]:
         with DBT_INVOCATION_LOCK:
             close_connections()
             release_duckdb_file()
-
-
-def _flow_logger() -> Any:
-    """The flow run's logger inside a flow (its lines show on the run's page), else dbt_prefect's."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _logger

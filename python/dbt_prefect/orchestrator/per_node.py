@@ -27,6 +27,7 @@ from dbt_prefect.orchestrator.warm_project import ProjectSpec
 from dbt_prefect.orchestrator.worker import NodeOptions, NodeOutcome, flush_prefect, node_selector, run_hooks, run_node
 from dbt_prefect.runner.hooks import InvocationHooks
 from dbt_prefect.runner.readback import wait_until_recorded
+from dbt_prefect.runner.target import current_run_logger
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -274,7 +275,7 @@ def node_task_runner(catalog: NodeCatalog, concurrency: Any, task_runner_type: A
         if flow_task_runner is not None and not isinstance(flow_task_runner, ThreadPoolTaskRunner):
             ignored.append(f"the flow's {type(flow_task_runner).__name__}")
         if ignored:
-            _logger.warning(
+            current_run_logger().warning(
                 "dbt-prefect runs the nodes of this DuckDB project one at a time in the flow's process: "
                 "DuckDB allows one writing process per database file, so %s do%s not apply",
                 " and ".join(ignored),

@@ -20,13 +20,12 @@ from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, overload
 
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from dbt_prefect._compat.dbt_plugin import select_unique_ids
 from dbt_prefect._compat.prefect import flush_events_and_logs
 from dbt_prefect.model.statuses import ERROR, SUCCESS, hook_status
+from dbt_prefect.runner.target import current_run_logger
 
 _logger = logging.getLogger("dbt_prefect")
 
@@ -102,7 +101,7 @@ class LifecycleHooks:
                 if inspect.iscoroutine(outcome):  # an async hook
                     run_coro_as_sync(outcome)
             except Exception as exc:
-                _hook_logger().warning(
+                current_run_logger().warning(
                     "dbt hook %s raised during %s; the run goes on: %s: %s",
                     hook.name,
                     event,
@@ -118,14 +117,6 @@ def _matches(selected: frozenset[str], context: DbtHookContext) -> bool:
     if context.node_ids:
         return any(node_id in selected for node_id in context.node_ids)
     return bool(selected)
-
-
-def _hook_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    # The flow (or task) run's logger, so the warning shows in Prefect; else our own.
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _logger
 
 
 class HookRegistration:

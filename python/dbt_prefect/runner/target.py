@@ -48,3 +48,15 @@ def run_logger(target: RunTarget | None) -> tuple[logging.Logger, dict[str, Any]
         extra["task_name"] = target.parent_task_run.name
         return logging.getLogger("prefect.task_runs"), extra
     return logging.getLogger("prefect.flow_runs"), extra
+
+
+def current_run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow (or task) run's logger, so that a line shows on the run's page in Prefect;
+    outside a run, dbt-prefect's own logger."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("dbt_prefect")
