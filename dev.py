@@ -226,9 +226,12 @@ def docs(extra: list[str]) -> int:
     if "--serve" in extra:
         port = extra[extra.index("--port") + 1] if "--port" in extra else "8000"
         print(f"serving the documentation on http://127.0.0.1:{port}/ (Ctrl-C stops it)", flush=True)
-        return subprocess.run(
-            [str(python), "-m", "mkdocs", "serve", "--dev-addr", f"127.0.0.1:{port}"], cwd=ROOT, env=env
-        ).returncode
+        try:
+            return subprocess.run(
+                [str(python), "-m", "mkdocs", "serve", "--dev-addr", f"127.0.0.1:{port}"], cwd=ROOT, env=env
+            ).returncode
+        except KeyboardInterrupt:
+            return 0
     started = time.monotonic()
     # --strict: a broken link or anchor, a missing reference or snippet, a page that is not
     # in the nav or a nav entry with no page fails the build (mkdocs.yml's `validation`).

@@ -106,7 +106,9 @@ def code_blocks(path: Path) -> list[tuple[int, str, list[str], str | None]]:
 @pytest.mark.parametrize("heading", sorted(README_HEADINGS_AT_36D9E3F))
 def test_every_heading_of_the_old_readme_lands_on_a_page(heading: str) -> None:
     page = DOCS / README_HEADINGS_AT_36D9E3F[heading]
-    assert heading in headings(page.read_text(encoding="utf-8")), f"{heading!r} is not a heading of docs/{page.relative_to(DOCS)}"
+    assert heading in headings(page.read_text(encoding="utf-8")), (
+        f"{heading!r} is not a heading of docs/{page.relative_to(DOCS)}"
+    )
 
 
 def test_the_list_of_old_headings_is_the_readme_at_36d9e3f() -> None:
@@ -121,7 +123,9 @@ def test_the_readme_is_a_front_page_with_the_two_commands_the_flow_and_the_switc
     assert len(readme.splitlines()) <= 150
     assert "python3 dev.py demo" in readme and "python3 dev.py test" in readme
     assert "+from dbt_prefect import PrefectDbtRunner" in readme
-    python_blocks = ["\n".join(body) for _, language, body, _ in code_blocks(REPO_ROOT / "README.md") if language == "python"]
+    python_blocks = [
+        "\n".join(body) for _, language, body, _ in code_blocks(REPO_ROOT / "README.md") if language == "python"
+    ]
     ten_line_flow = "\n".join(line.strip() for line in (EXAMPLES / "basic_flow.py").read_text().splitlines())
     assert python_blocks == [ten_line_flow]
     linked = set(re.findall(r"\]\((docs/[^)#]+\.md)", readme))
@@ -241,7 +245,10 @@ def test_the_macro_reference_has_every_macro_file_of_the_package() -> None:
     assert len(files) > 10
     for path in files:
         assert f"#### `{path.stem}`" in markdown
-    assert "Implementations: `default__relation_version`, `duckdb__relation_version`, `postgres__relation_version`." in markdown
+    assert (
+        "Implementations: `default__relation_version`, `duckdb__relation_version`, `postgres__relation_version`."
+        in markdown
+    )
 
 
 def test_the_vars_table_has_every_key_of_the_var_dbt_prefect() -> None:
@@ -298,7 +305,9 @@ def test_every_environment_variable_the_package_uses_is_on_the_settings_page() -
     used = _environment_variables_in_the_package()
     assert {"DBT_PREFECT_STATE_STORE", "DBT_FAIL_FAST", "PREFECT_API_URL", "CI"} <= used
     # Prefixes (DBT_ENV_SECRET_PREFECT_) are documented with their <N>.
-    missing = sorted(v for v in used if v not in page and f"`{v}<N>`" not in page and v.rstrip("_") + "_<N>" not in page)
+    missing = sorted(
+        v for v in used if v not in page and f"`{v}<N>`" not in page and v.rstrip("_") + "_<N>" not in page
+    )
     assert missing == []
     # The settings table is generated; its variables come from PrefectDbtSettings.
     assert "<!-- generated: settings-table -->" in page

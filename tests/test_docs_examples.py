@@ -76,7 +76,7 @@ def only_run_since(flow_name: str, since: dt.datetime) -> Any:
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def analytics_project(tmp_path: Path) -> Path:
@@ -137,7 +137,9 @@ def test_only_changed_flow_builds_nothing_the_second_time(tmp_path: Path) -> Non
     assert task_runs(second.id) == []
     assert (shop / "dbt-state" / "manifest.json").exists()
     lines = [log.message for log in logs(second.id)]
-    assert any(line.startswith("only_changed: 36 nodes are unchanged since the last successful build") for line in lines)
+    assert any(
+        line.startswith("only_changed: 36 nodes are unchanged since the last successful build") for line in lines
+    )
 
 
 def test_lifecycle_hooks_page_on_a_failed_critical_model_and_summarise_the_run(tmp_path: Path) -> None:
@@ -209,8 +211,12 @@ def test_cli_build_builds_the_project_then_the_selection_in_named_flow_runs(tmp_
 
 def test_cli_only_changed_builds_nothing_the_second_time(tmp_path: Path) -> None:
     shop = make_shop_copy(tmp_path)
+    started = now()
     process = ok(run_example("cli_only_changed.sh", shop))
     done_lines = [line for line in process.stdout.splitlines() if line.startswith("Done. ")]
     assert len(done_lines) == 2
     assert done_lines[0] == "Done. PASS=38 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=38"
+    first, second = flow_runs_since("shop", started)
+    assert len(task_runs(first.id)) == 36
+    assert task_runs(second.id) == []
     assert (shop / ".dbt-state" / "manifest.json").exists()

@@ -108,7 +108,9 @@ def check(site: Path) -> tuple[list[str], int]:
             for tag, _, url in parsed.links
         )
         if parsed.mermaid and not local_mermaid:
-            problems.append(f"{where}: a mermaid diagram, and no mermaid script of the site's own: Material would load it from a CDN")
+            problems.append(
+                f"{where}: a mermaid diagram, and no mermaid script of the site's own: Material would load it from a CDN"
+            )
     for sheet in sorted(site.rglob("*.css")):
         for match in REMOTE_CSS.finditer(sheet.read_text(encoding="utf-8", errors="replace")):
             problems.append(f"{sheet.relative_to(site)}: loads {match.group(0)}… from outside the site")
@@ -124,8 +126,10 @@ def main(argv: list[str]) -> int:
     if problems:
         print(f"site check: {len(problems)} problem(s) in {pages} pages")
         return 1
-    print(f"site check: {pages} pages, every link inside the site resolves, nothing is loaded from outside it "
-          f"({outside_links} links to other sites)")
+    print(
+        f"site check: {pages} pages, every link inside the site resolves, nothing is loaded from outside it "
+        f"({outside_links} links to other sites)"
+    )
     return 0
 
 

@@ -70,17 +70,20 @@ def _anchor(command_path: str) -> str:
 
 def _paragraphs(text: str | None) -> list[str]:
     """typer's help text is markdown (rich_markup_mode="markdown"); lines indented by two
-    spaces in an epilog are command examples."""
+    spaces in an epilog are command examples, and adjacent ones make one block."""
     if not text:
         return []
     out: list[str] = []
     for block in text.strip().split("\n\n"):
         lines = block.splitlines()
         if all(line.startswith("  ") for line in lines):
-            out += ["```text", *(line.strip() for line in lines), "```"]
+            examples = [line.strip() for line in lines]
+            if out[-3:-1] and out[-2] == "```":  # the previous block was examples too
+                out[-2:-2] = examples
+            else:
+                out += ["```text", *examples, "```", ""]
         else:
-            out.append(" ".join(line.strip() for line in lines))
-        out.append("")
+            out += [" ".join(line.strip() for line in lines), ""]
     return out
 
 
@@ -101,7 +104,9 @@ def cli_reference(app: Any = None, prog: str = "dbt-prefect") -> str:
 
     lines += ["## Commands", "", "| Command | What it does |", "| --- | --- |"]
     for cmd, ctx in runnable:
-        lines.append(f"| `{ctx.command_path}` | {_cell((cmd.help or '').strip().splitlines()[0] if cmd.help else '')} |")
+        lines.append(
+            f"| `{ctx.command_path}` | {_cell((cmd.help or '').strip().splitlines()[0] if cmd.help else '')} |"
+        )
     lines.append("")
 
     # A section per command; a table of options only where it differs from an earlier one.
