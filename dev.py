@@ -5,9 +5,11 @@
     python3 dev.py test    # run the test suite (on the newest Prefect dbt-prefect allows)
     python3 dev.py test-prefect38  # the core runner and asset tests on Prefect 3.8
     python3 dev.py lint    # ruff (lint and format) and mypy on python/
+    python3 dev.py docs    # build the documentation site into site/ (strict), check its links
+    python3 dev.py docs --serve  # serve it on http://127.0.0.1:8000 while you edit
     python3 dev.py stop-server
 
-Both create `.venv/` and install the project into it on first use.
+Each creates `.venv/` and installs the project into it on first use.
 """
 
 from __future__ import annotations
@@ -203,6 +205,46 @@ def lint(extra: list[str]) -> int:
     return 1 if failed else 0
 
 
+def ensure_docs_tools() -> Path:
+    """The venv's python, with the `docs` extra (MkDocs, Material, mkdocstrings) installed too."""
+    python = ensure_venv()
+    stamp = VENV / ".dbt-prefect-docs-installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == wanted:
+        return python
+    print("installing the documentation tools (the `docs` extra) into .venv", flush=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev,docs]"], check=True)
+    stamp.write_text(wanted)
+    return python
+
+
+def docs(extra: list[str]) -> int:
+    """Build the site strictly into site/ and check its own links; or serve it with --serve."""
+    python = ensure_docs_tools()
+    # NO_MKDOCS_2_WARNING: Material's start-up banner about its end of life, not about this site.
+    env = {**os.environ, **QUIET_ENV, "NO_MKDOCS_2_WARNING": "1"}
+    if "--serve" in extra:
+        port = extra[extra.index("--port") + 1] if "--port" in extra else "8000"
+        print(f"serving the documentation on http://127.0.0.1:{port}/ (Ctrl-C stops it)", flush=True)
+        try:
+            return subprocess.run(
+                [str(python), "-m", "mkdocs", "serve", "--dev-addr", f"127.0.0.1:{port}"], cwd=ROOT, env=env
+            ).returncode
+        except KeyboardInterrupt:
+            return 0
+    started = time.monotonic()
+    # --strict: a broken link or anchor, a missing reference or snippet, a page that is not
+    # in the nav or a nav entry with no page fails the build (mkdocs.yml's `validation`).
+    build = subprocess.run([str(python), "-m", "mkdocs", "build", "--strict", "--site-dir", "site"], cwd=ROOT, env=env)
+    if build.returncode != 0:
+        print("failed: mkdocs build --strict", flush=True)
+        return build.returncode
+    print(f"built the site into site/ in {time.monotonic() - started:.1f} s", flush=True)
+    # The built HTML itself: every link between its pages resolves, and no page loads
+    # anything from outside the site (fonts, scripts, images).
+    return subprocess.run([str(python), str(ROOT / "docs" / "hooks" / "check_site.py"), "site"], cwd=ROOT).returncode
+
+
 def stop_server() -> int:
     pid_file = PREFECT_HOME / "server.pid"
     if not pid_file.exists():
@@ -225,6 +267,7 @@ def main() -> int:
         "test": test,
         "test-prefect38": test_prefect38,
         "lint": lint,
+        "docs": docs,
         "stop-server": lambda extra: stop_server(),
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

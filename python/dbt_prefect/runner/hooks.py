@@ -39,7 +39,7 @@ F = TypeVar("F", bound=HookFunction)
 
 @dataclass(frozen=True)
 class DbtHookContext:
-    """What a hook is told. Which fields are set depends on the event (see the README)."""
+    """What a hook is told. Which fields are set depends on the event (see the lifecycle hooks guide)."""
 
     event: HookEvent
     command: str
