@@ -250,3 +250,65 @@ def test_caching_without_the_dbt_package_names_the_sources_it_cannot_see(
     assert {u for u, r in again.items() if r["status"] == "cached"} == {
         u for u in first if u.split(".")[0] in ("model", "seed") and first[u]["status"] == "success"
     }
+
+
+SAVED_QUERY = """version: 2
+saved_queries:
+  - name: new_metric_by_day
+    query_params:
+      metrics: [new_metric]
+      group_by: ["TimeDimension('dim__date_day', 'day')"]
+"""
+
+
+@pytest.mark.parametrize("how", ["plain dbt", "runner", "per_wave", "per_node"])
+def test_exposures_and_saved_queries_are_skipped_below_a_failure_as_dbt_skips_them(
+    how: str, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A saved query reads models through its metric and semantic model; dbt build reports
+    it no-op, or skipped when a model under it failed. Plain dbt is the reference."""
+    destination = tmp_path_factory.mktemp("semantic")
+    placed = subprocess.run(
+        ["bash", str(SHARED / "use.sh"), "dbt_project_evaluator", str(destination), sys.executable],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    project = Path(placed.stdout.splitlines()[-1])
+    (project / "models" / "marts" / "saved_queries.yml").write_text(SAVED_QUERY)
+    model = project / "models" / "marts" / "intermediate" / "dim_model_7.sql"
+    model.write_text(model.read_text() + "\nwhere no_such_column = 1\n")
+    monkeypatch.setenv("DBT_DUCKDB_PATH", str(destination / "semantic.duckdb"))
+    selector = "+saved_query:new_metric_by_day +exposure:exposure_1"
+    expected = {
+        "model.dbt_project_evaluator_integration_tests.dim_model_7": "error",
+        "saved_query.dbt_project_evaluator_integration_tests.new_metric_by_day": "skipped",
+        "exposure.dbt_project_evaluator_integration_tests.exposure_1": "skipped",
+    }
+    settings = PrefectDbtSettings(project_dir=project, profiles_dir=project)
+    if how == "plain dbt":
+        plain = subprocess.run(
+            [str(Path(sys.executable).parent / "dbt"), "build", "--select", selector, "--profiles-dir", "."],
+            cwd=project,
+            capture_output=True,
+            text=True,
+        )
+        assert plain.returncode == 1, plain.stdout[-2000:]
+        entries = json.loads((project / "target" / "run_results.json").read_text())["results"]
+        statuses = {e["unique_id"]: e["status"] for e in entries}
+    elif how == "runner":
+        runner = PrefectDbtRunner(settings=settings, raise_on_failure=False)
+        result, _ = in_flow(lambda: runner.invoke(["build", "--select", selector]))
+        statuses = {r.node.unique_id: str(getattr(r.status, "value", r.status)) for r in result.result.results}
+    else:
+        orchestrator = PrefectDbtOrchestrator(settings=settings, execution_mode=how, raise_on_failure=False)
+        results, flow_run_id = in_flow(lambda: orchestrator.run_build(select=selector))
+        statuses = {u: r["dbt_status"] for u, r in results.items()}
+        assert results["saved_query.dbt_project_evaluator_integration_tests.new_metric_by_day"]["failed_upstream"] == [
+            "model.dbt_project_evaluator_integration_tests.dim_model_7"
+        ]
+        states = {r.name: r.state_name for r in task_runs(flow_run_id)}
+        assert states["saved_query new_metric_by_day"] == "Skipped"
+        assert states["exposure exposure_1"] == "Skipped"
+    assert {u: statuses[u] for u in expected} == expected
+    assert sum(1 for u in statuses if u.startswith(("saved_query.", "exposure."))) == 2

@@ -210,6 +210,15 @@ class NodeCatalog:
                 return entry
         return None
 
+    def _semantic_inputs(self, unique_id: str) -> list[str]:
+        """What a metric or semantic model reads; nothing for anything else."""
+        manifest = self.manifest
+        for collection in ("metrics", "semantic_models"):
+            entry = getattr(manifest, collection, {}).get(unique_id) if manifest is not None else None
+            if entry is not None:
+                return list(getattr(getattr(entry, "depends_on", None), "nodes", None) or ())
+        return []
+
     def get(self, unique_id: str) -> DbtNode | None:
         try:
             return self._nodes[unique_id]
@@ -239,7 +248,9 @@ class NodeCatalog:
         return dataclasses.replace(node, task_run_name=translator.task_run_name(node), asset_key=key)
 
     def parents(self, node: DbtNode) -> Iterable[DbtNode]:
-        """Direct parents, with ephemeral models replaced by their own parents."""
+        """Direct parents, with ephemeral models replaced by their own parents, and metrics
+        and semantic models by what they read (a saved query waits for the models under
+        its metrics, as in dbt build)."""
         seen: set[str] = set()
         pending = list(node.depends_on)
         while pending:
@@ -249,6 +260,7 @@ class NodeCatalog:
             seen.add(unique_id)
             parent = self.get(unique_id)
             if parent is None:
+                pending.extend(self._semantic_inputs(unique_id))
                 continue
             if parent.is_ephemeral:
                 pending.extend(parent.depends_on)

@@ -106,7 +106,9 @@ class PrefectDbtRunner(HookRegistration):
         ``only_changed=True`` (build only) selects what changed since the stored state."""
         only_changed = bool(kwargs.pop("only_changed", False))
         invocation = parse_invocation(args)
-        project_dir = Path(invocation.given("project_dir", kwargs) or self.settings.project_dir).expanduser()
+        # Absolute for dbt: a relative path would be stored in the partial parse and in
+        # each seed's root_path, which dbt-duckdb then reads against the working directory.
+        project_dir = Path(invocation.given("project_dir", kwargs) or self.settings.project_dir).expanduser().absolute()
         profiles_dir = Path(invocation.given("profiles_dir", kwargs) or self.settings.profiles_dir).expanduser()
         target_path = invocation.given("target_path", kwargs) or self.settings.given_target_path
         dbt_level = to_dbt_level(invocation.given("log_level", kwargs) or self.settings.log_level)
