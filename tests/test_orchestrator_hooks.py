@@ -60,7 +60,12 @@ def test_hooks_run_once_in_their_own_tasks_before_the_first_node_and_after_the_l
     # The model read what on-run-start landed; on-run-end saw both nodes' results.
     assert postgres.query('select n from "hooked"."doubled"') == [(4,)]
     assert postgres.query('select results, succeeded from "hooked_landing"."build_log"') == [(2, 2)]
-    assert [h.node.name for h in outcome.result.hook_results] == ["on-run-start", "on-run-end"]
+    # One result per project hook, under dbt's own id for it, as dbt build reports them.
+    assert [(h.unique_id, h.status) for h in outcome.result.hook_results] == [
+        ("operation.hooked.hooked-on-run-start-0", "success"),
+        ("operation.hooked.hooked-on-run-start-1", "success"),
+        ("operation.hooked.hooked-on-run-end-0", "success"),
+    ]
     # The hooks' own dbt lines are on their task runs.
     start_lines = [r.message for r in logs(outcome.flow_run_id) if r.task_run_id == runs["on-run-start"].id]
     assert any("hooked.on-run-start.0" in line for line in start_lines), start_lines
@@ -83,7 +88,8 @@ def test_a_failing_on_run_end_hook_fails_the_build_with_dbts_message(
     assert message.startswith(
         "dbt build failed\n"
         "Failures detected during invocation of dbt command 'build':\n"
-        "Operation on-run-end errored with message: \"hook_fail.on-run-end.0 failed, error:\n"
+        # The hook by dbt's own name for it, as the runner's summary names it.
+        "Operation hook_fail-on-run-end-0 errored with message: \"hook_fail.on-run-end.0 failed, error:\n"
     ), message
     assert 'relation "hook_fail_landing.no_such_table" does not exist' in message
     runs = by_name(task_runs(outcome.flow_run_id))
@@ -153,7 +159,13 @@ def test_lifecycle_hooks_fire_in_the_flow_as_on_the_runner(tmp_path: Path, postg
     assert doubled.node.name == "doubled" and doubled.result["event_data"]["status"] == "success"
     assert threads == ["dbt-prefect-hooks"]
     assert end.status == "success" and end.result == {"success": True}
-    assert sorted(end.run_results) == ["model.py_hooks.doubled", "model.py_hooks.landed"]
+    # dbt's run results: the nodes and the project's own hooks, as on the runner.
+    assert sorted(end.run_results) == [
+        "model.py_hooks.doubled",
+        "model.py_hooks.landed",
+        "operation.py_hooks.py_hooks-on-run-start-0",
+        "operation.py_hooks.py_hooks-on-run-start-1",
+    ]
     assert end.run_results["model.py_hooks.landed"]["status"] == "success"
     warnings = [r.message for r in logs(outcome.flow_run_id) if r.message.startswith("dbt hook ")]
     assert [w.split(";")[0] for w in warnings] == ["dbt hook broken_end raised during run_end"]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed, wait
+from prefect.futures import wait
 
 from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SUCCESS, classify, is_failure
@@ -86,9 +87,12 @@ class PerNodeBuild:
         futures = self._submit(start_hooks)
         if "on-run-end" in graph.hook_types:
             hook_futures["on-run-end"] = self._submit_hooks("on-run-end", futures)
-        if hooks is not None and hooks.has_post_model:
-            self._post_model_hooks(hooks, futures)
+        post_model = (
+            _PostModelHooks(hooks, self.catalog, self.graph, futures) if hooks and hooks.has_post_model else None
+        )
         wait([*futures.values(), *hook_futures.values()])
+        if post_model is not None:
+            post_model.fire_the_rest()
         results = self._collect(futures)
         hook_results = [
             r for name, future in hook_futures.items() for r in hook_results_of(name, future.state, future.task_run_id)
@@ -139,15 +143,6 @@ class PerNodeBuild:
             futures[planned.unique_id] = self._submit_task(node_task, parameters, wait_for)
         return futures
 
-    def _post_model_hooks(self, hooks: InvocationHooks, futures: dict[str, Any]) -> None:
-        """Queue the post_model hooks of each model as its task finishes, in the flow's process."""
-        models = {futures[n.unique_id].task_run_id: n.unique_id for n in self.graph.nodes if n.resource_type == "model"}
-        for future in as_completed([futures[unique_id] for unique_id in models.values()]):
-            future.wait()  # as_completed may learn of the end from the server; the outcome is the runner's
-            outcome = outcome_of(future, models[future.task_run_id])
-            entry = self.catalog.manifest_entry(outcome.unique_id)
-            hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
-
     def _collect(self, futures: dict[str, Any]) -> list[NodeResult]:
         results: list[NodeResult] = []
         outcomes: dict[str, NodeOutcome] = {}
@@ -185,6 +180,42 @@ class PerNodeBuild:
             forget_executions(client, task_run_ids)
         event_ids = [e for r in results for e in r.asset_event_ids]
         wait_until_recorded(task_run_ids, event_ids, self.record_timeout_seconds)
+
+
+class _PostModelHooks:
+    """The post_model hooks of a per-node build, queued in the flow's process as each
+    model's task finishes (a done callback of its future).
+
+    A task runner may lose a done callback (a Dask client that reconnects, say), and
+    nothing may then hang or stay unfired: the build waits for its tasks itself, and
+    ``fire_the_rest`` queues the hooks of every model whose callback has not come."""
+
+    def __init__(self, hooks: InvocationHooks, catalog: NodeCatalog, graph: NodeGraph, futures: dict[str, Any]) -> None:
+        self.hooks = hooks
+        self.catalog = catalog
+        self.models = {futures[n.unique_id].task_run_id: n.unique_id for n in graph.nodes if n.resource_type == "model"}
+        self.fired: set[Any] = set()
+        self.lock = threading.Lock()
+        self.futures = [futures[unique_id] for unique_id in self.models.values()]
+        for future in self.futures:
+            future.add_done_callback(self.fire)
+
+    def fire(self, future: Any) -> None:
+        try:
+            with self.lock:
+                if future.task_run_id in self.fired:
+                    return
+                self.fired.add(future.task_run_id)
+            future.wait()  # the task runner's own outcome, not the server's view of it
+            outcome = outcome_of(future, self.models[future.task_run_id])
+            entry = self.catalog.manifest_entry(outcome.unique_id)
+            self.hooks.node_finished(entry, outcome.status, outcome.message, partial(dataclasses.asdict, outcome))
+        except Exception as exc:  # on the task runner's thread: never raise there
+            _logger.warning("dbt-prefect could not queue the post_model hooks of a model: %s", exc)
+
+    def fire_the_rest(self) -> None:
+        for future in self.futures:
+            self.fire(future)
 
 
 def _failed_upstream(
