@@ -1,0 +1,586 @@
+"""From a dbt project to Prefect deployments: `dbt-prefect init`, `prefect deploy`, a worker,
+and `dbt-prefect serve`, every piece real, read back through the client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from dbt_prefect.cli.main import app
+from dbt_prefect.cli.serve import flow_parameters
+from support.deployments import (
+    DBT_PREFECT,
+    FINAL_STATE_TYPES,
+    copy_realproject,
+    deployment,
+    git,
+    prefect,
+    quiet_env,
+    realprojects,
+    run,
+    run_worker_once,
+    trigger,
+    wait_until_final,
+)
+from support.prefect_api import asset_events, logs, materializations, poll, related_assets, state_of, task_runs
+from support.projects import make_shop_copy
+
+FLOW_PARAMETERS = ["select", "exclude", "full_refresh", "target", "vars", "only_changed", "mode", "dbt_args"]
+needs_realprojects = pytest.mark.skipif(
+    realprojects() is None,
+    reason="needs the shared real projects (../shared/realprojects), which are absent here",
+)
+
+
+def tiny_project(folder: Path, name: str = "tiny") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "dbt_project.yml").write_text(f"name: {name}\nversion: '1.0.0'\nconfig-version: 2\nprofile: {name}\n")
+    (folder / "profiles.yml").write_text(
+        f"{name}:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: tiny.duckdb\n"
+    )
+    return folder
+
+
+def init(*args: str, cwd: Path | None = None) -> Any:
+    previous = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, ["init", *args])
+    finally:
+        os.chdir(previous)
+
+
+# -- dbt-prefect init: what it writes --------------------------------------------------
+def test_init_writes_a_flow_module_and_a_prefect_yaml_with_three_ways_to_deploy(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    result = init("--state-store", "local-file-system/dbt-state", cwd=project)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "Wrote the Prefect deployments of the dbt project tiny:\n"
+        f'  {project}/prefect.yaml: the deployments nightly (cron "0 6 * * *", UTC), build-select, build-changed\n'
+        f'  {project}/flows/build_tiny.py: the flow "tiny"\n'
+        "\n"
+        "Next:\n"
+        "  prefect work-pool create dbt --type process\n"
+        "  prefect deploy --all\n"
+        "Then `prefect worker start --pool dbt` runs the deployments' flow runs.\n"
+    )
+    spec = yaml.safe_load((project / "prefect.yaml").read_text())
+    assert spec["name"] == "tiny"
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}]
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    assert list(deployments) == ["nightly", "build-select", "build-changed"]
+    for entry in deployments.values():
+        assert entry["entrypoint"] == "flows/build_tiny.py:dbt_build"
+        assert entry["work_pool"]["name"] == "dbt"
+    assert deployments["nightly"]["schedules"] == [{"cron": "0 6 * * *", "timezone": "UTC"}]
+    assert "schedules" not in deployments["build-select"]
+    assert deployments["build-changed"]["parameters"] == {"only_changed": True}
+    assert deployments["build-changed"]["work_pool"]["job_variables"] == {
+        "env": {"DBT_PREFECT_STATE_STORE": "local-file-system/dbt-state"}
+    }
+    module = (project / "flows" / "build_tiny.py").read_text()
+    assert 'FLOW_NAME = "tiny"\n' in module
+    assert 'PROJECT_DIR = (Path(__file__).resolve().parent / "..").resolve()\n' in module
+    compile(module, "build_tiny.py", "exec")
+
+
+def test_the_written_flow_has_the_typed_parameters_of_the_run_form(tmp_path: Path) -> None:
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    project = tiny_project(tmp_path / "tiny")
+    assert init("--out", str(tmp_path / "deploy"), cwd=project).exit_code == 0
+    module = tmp_path / "deploy" / "flows" / "build_tiny.py"
+    assert 'PROJECT_DIR = (Path(__file__).resolve().parent / "../../tiny").resolve()\n' in module.read_text()
+    written = load_flow_from_entrypoint(f"{module}:dbt_build")
+    assert written.name == "tiny"
+    schema = parameter_schema(written).model_dump()
+    assert list(schema["properties"]) == FLOW_PARAMETERS
+    assert schema["properties"]["mode"]["enum"] == ["runner", "per_wave", "per_node"]
+    assert schema["properties"]["full_refresh"]["type"] == "boolean"
+    assert schema["properties"]["select"]["description"].startswith("dbt's --select")
+
+
+def test_without_a_state_store_there_is_no_slim_ci_deployment(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    assert init(cwd=project).exit_code == 0
+    spec = yaml.safe_load((project / "prefect.yaml").read_text())
+    assert [d["name"] for d in spec["deployments"]] == ["nightly", "build-select"]
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    assert init(cwd=project).exit_code == 0
+    (project / "prefect.yaml").write_text("# mine\n")
+    again = init(cwd=project)
+    assert again.exit_code == 2
+    assert again.output == (
+        f"Error: {project}/prefect.yaml and {project}/flows/build_tiny.py already exist; dbt-prefect init "
+        "leaves them as they are. Pass --force to overwrite them, or --out to write somewhere else.\n"
+    )
+    assert (project / "prefect.yaml").read_text() == "# mine\n"
+    forced = init("--force", cwd=project)
+    assert forced.exit_code == 0, forced.output
+    assert (project / "prefect.yaml").read_text().startswith("# Prefect deployments of the dbt project tiny")
+
+
+def test_init_without_a_dbt_project_says_where_it_looked(tmp_path: Path) -> None:
+    result = init("--project-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: {tmp_path} has no dbt_project.yml, so there is no dbt project to deploy. Run `dbt-prefect init` "
+        "in your dbt project's folder, or pass --project-dir PATH.\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_with_an_invalid_cron_writes_nothing(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    result = init("--cron", "61 * * * *", cwd=project)
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: --cron '61 * * * *' is not a cron expression Prefect accepts (Invalid cron string: \"61 * * * *\"). "
+        'Give five fields, minute hour day-of-month month day-of-week: "0 6 * * *" is 06:00 every day, '
+        '"*/15 * * * *" every 15 minutes (or @hourly, @daily, @weekly).\n'
+    )
+    zone = init("--timezone", "Mars/Olympus", cwd=project)
+    assert zone.exit_code == 2
+    assert zone.output.startswith("Error: --timezone 'Mars/Olympus': Invalid timezone")
+    assert sorted(p.name for p in project.iterdir()) == ["dbt_project.yml", "profiles.yml"]
+
+
+def test_init_into_a_folder_that_cannot_be_written_says_so(tmp_path: Path) -> None:
+    # Root writes anywhere: then the command runs as `nobody`, in folders it may read.
+    shared = Path(tempfile.mkdtemp(dir=os.environ["DBT_PREFECT_TESTS_SHARED_TMP"]))
+    try:
+        os.chmod(shared, 0o755)
+        project = tiny_project(shared / "tiny")
+        locked = shared / "locked"
+        locked.mkdir(mode=0o555)
+        os.chmod(locked, 0o555)
+        home = shared / "home"
+        home.mkdir(mode=0o777)
+        os.chmod(home, 0o777)
+        as_nobody = os.geteuid() == 0
+
+        def drop_privileges() -> None:
+            if as_nobody:
+                os.setgid(65534)
+                os.setuid(65534)
+
+        done = subprocess.run(
+            [str(DBT_PREFECT), "init", "--project-dir", str(project), "--out", str(locked / "deploy")],
+            cwd=shared,
+            env=quiet_env(HOME=str(home), PREFECT_HOME=str(home / "prefect")),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=drop_privileges,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr == (
+            f"Error: cannot write the deployment files to {locked / 'deploy'}: Permission denied. Pass --out "
+            "with a folder you can write to, or make this one writable.\n"
+        )
+        assert list(locked.iterdir()) == []
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
+def test_init_in_a_git_repository_with_a_remote_clones_it(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    project = tiny_project(repo / "analytics" / "tiny")
+    git("init", "-q", "-b", "trunk", cwd=repo)
+    git("remote", "add", "origin", "https://git.example.invalid/data/repo.git", cwd=repo)
+    assert init(cwd=project).exit_code == 0
+    spec = yaml.safe_load((project / "prefect.yaml").read_text())
+    assert spec["pull"] == [
+        {
+            "prefect.deployments.steps.git_clone": {
+                "id": "clone",
+                "repository": "https://git.example.invalid/data/repo.git",
+                "branch": "trunk",
+            }
+        },
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ clone.directory }}/analytics/tiny"}},
+    ]
+    local = init("--force", "--code", "local", cwd=project)
+    assert local.exit_code == 0
+    spec = yaml.safe_load((project / "prefect.yaml").read_text())
+    assert spec["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}]
+
+
+# -- dbt-prefect serve: its inputs -----------------------------------------------------
+def test_serve_turns_dbt_flags_into_the_flows_parameters() -> None:
+    assert flow_parameters(["--select", "orders+", "customers", "--exclude", "tag:slow", "--full-refresh"]) == {
+        "select": "orders+ customers",
+        "exclude": "tag:slow",
+        "full_refresh": True,
+    }
+    assert flow_parameters(["-s", "a", "--target=prod", "--vars", "{region: eu, n: 3}", "--threads", "4"]) == {
+        "select": "a",
+        "target": "prod",
+        "vars": {"region": "eu", "n": 3},
+        "dbt_args": ["--threads", "4"],
+    }
+    assert flow_parameters([]) == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], 'Error: give one schedule: --cron "0 6 * * *" or --interval SECONDS\n'),
+        (
+            ["--cron", "0 6 * * *", "--interval", "60"],
+            'Error: give one schedule: --cron "0 6 * * *" or --interval SECONDS\n',
+        ),
+        (
+            ["--cron", "every day"],
+            "Error: --cron 'every day' is not a cron expression Prefect accepts (Invalid cron string: \"every day\"). "
+            'Give five fields, minute hour day-of-month month day-of-week: "0 6 * * *" is 06:00 every day, '
+            '"*/15 * * * *" every 15 minutes (or @hourly, @daily, @weekly).\n',
+        ),
+        (["--interval", "0"], "Error: --interval 0: give a number of seconds of at least 1\n"),
+        (["--interval", "60", "--vars", "[1, 2]"], "Error: --vars '[1, 2]' is not a mapping, e.g. '{key: value}'\n"),
+    ],
+)
+def test_serve_rejects_a_bad_schedule_before_serving(tmp_path: Path, args: list[str], message: str) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    result = CliRunner().invoke(app, ["serve", "--project-dir", str(project), *args])
+    assert result.exit_code == 2
+    assert result.output == message
+
+
+def test_serve_without_a_prefect_server_names_what_to_set(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path / "tiny")
+    env = quiet_env(PREFECT_HOME=str(tmp_path / "home"))
+    env.pop("PREFECT_API_URL")
+    done = run([DBT_PREFECT, "serve", "--project-dir", project, "--interval", "60"], cwd=tmp_path, env=env, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "Error: dbt-prefect serve needs a Prefect server that stays up: the deployment, its schedule and its runs "
+        "live there, and the temporary server a command starts without PREFECT_API_URL schedules nothing and is "
+        "gone when the command ends. Start one with `prefect server start`, then export "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api (or use Prefect Cloud: `prefect cloud login`).\n"
+    )
+
+
+# -- end to end: a real project, deployed from git, run by a process worker -------------
+EVALUATOR_FLOW = "dbt_project_evaluator_integration_tests"
+# dbt's own run_results.json for `dbt build` of the project (../shared/realprojects/README.md).
+EVALUATOR_BUILD = {"seed": 28, "model": 54, "test": 72, "exposure": 1}
+
+
+def task_runs_by_type(flow_run_id: Any) -> dict[str, list[Any]]:
+    found: dict[str, list[Any]] = {}
+    for task_run in task_runs(flow_run_id):
+        found.setdefault(task_run.name.split(" ")[0], []).append(task_run)
+    return found
+
+
+@needs_realprojects
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_real_project_deploys_from_git_and_a_process_worker_runs_it(tmp_path: Path) -> None:
+    from prefect.variables import Variable
+
+    # The project as a team keeps it: in a git repository with a remote, packages not
+    # committed, and a profile that takes the warehouse from Prefect rather than the repo.
+    repo = tmp_path / "repo"
+    project = copy_realproject("dbt_project_evaluator", repo)
+    variable = f"evaluator_duckdb_{uuid.uuid4().hex[:8]}"
+    warehouse = tmp_path / "warehouse" / "duck.db"
+    warehouse.parent.mkdir()
+    Variable.set(variable, str(warehouse))
+    profiles = project / "profiles.yml"
+    profiles.write_text(
+        profiles.read_text().replace(
+            "path: \"{{ env_var('DBT_DUCKDB_PATH', 'duck.db') }}\"", f'path: "{{{{ prefect.variables.{variable} }}}}"'
+        )
+    )
+    assert variable in profiles.read_text()
+    (repo / ".gitignore").write_text("dbt_packages/\ntarget/\nlogs/\n*.db\n*.db.wal\n")
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "the dbt project", cwd=repo)
+    remote = tmp_path / "remote.git"
+    git("clone", "-q", "--bare", repo, remote, cwd=tmp_path)
+    git("remote", "add", "origin", remote, cwd=repo)
+
+    pool = f"dbt-{uuid.uuid4().hex[:8]}"
+    scaffolded = run([DBT_PREFECT, "init", "--pool", pool], cwd=project)
+    assert scaffolded.returncode == 0, scaffolded.stderr
+    assert (
+        f"Workers clone {remote} (branch main) at every run: commit and push these two files first."
+        in scaffolded.stdout
+    )
+    assert scaffolded.stdout.endswith(
+        f"Next:\n  prefect work-pool create {pool} --type process\n  prefect deploy --all\n"
+        f"Then `prefect worker start --pool {pool}` runs the deployments' flow runs.\n"
+    )
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "Prefect deployments", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+
+    # The two commands init printed, then a worker that runs what is due and exits.
+    prefect("work-pool", "create", pool, "--type", "process", cwd=project)
+    prefect("deploy", "--all", cwd=project)
+    nightly = deployment(f"{EVALUATOR_FLOW}/nightly")
+    assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("0 6 * * *", "UTC")]
+    assert list(nightly.parameter_openapi_schema["properties"]) == FLOW_PARAMETERS
+    assert nightly.pull_steps[0]["prefect.deployments.steps.git_clone"]["repository"] == str(remote)
+    worker_folder = tmp_path / "worker"
+    worker_folder.mkdir()
+
+    # The nightly build, with no parameters: dbt's whole build, node for node.
+    nightly_run = trigger(f"{EVALUATOR_FLOW}/nightly")
+    run_worker_once(pool, cwd=worker_folder)
+    finished = wait_until_final(nightly_run, timeout=60)
+    assert state_of(finished) == ("COMPLETED", "Completed"), finished.state.message
+    by_type = task_runs_by_type(nightly_run)
+    assert {kind: len(runs) for kind, runs in by_type.items()} == EVALUATOR_BUILD
+    assert {state_of(run) for kind in ("seed", "model", "test") for run in by_type[kind]} == {
+        ("COMPLETED", "Completed")
+    }
+    assert [(run.name, *state_of(run)) for run in by_type["exposure"]] == [
+        ("exposure exposure_1", "COMPLETED", "No-op")
+    ]
+    built = materializations(asset_events(nightly_run))
+    assert len(built) == EVALUATOR_BUILD["seed"] + EVALUATOR_BUILD["model"]
+    assert all(key.startswith("duckdb://duck/") for key in built)
+    assert warehouse.is_file()  # the profile's path came from the Prefect variable
+
+    # On demand, with parameters: one model and everything below it.
+    selected_run = trigger(f"{EVALUATOR_FLOW}/build-select", {"select": "fct_model_6+"})
+    run_worker_once(pool, cwd=worker_folder)
+    finished = wait_until_final(selected_run, timeout=60)
+    assert state_of(finished) == ("COMPLETED", "Completed"), finished.state.message
+    assert finished.parameters == {"select": "fct_model_6+"}
+    assert {run.name: state_of(run)[1] for run in task_runs(selected_run)} == {
+        "model fct_model_6": "Completed",
+        "model report_1": "Completed",
+        "model report_2": "Completed",
+        "exposure exposure_1": "No-op",
+    }
+    built = materializations(asset_events(selected_run))
+    assert sorted(built) == [
+        "duckdb://duck/main/fct_model_6",
+        "duckdb://duck/main/report_1",
+        "duckdb://duck/main/report_2",
+    ]
+    assert related_assets(built["duckdb://duck/main/report_1"]) == {"duckdb://duck/main/fct_model_6"}
+    assert related_assets(built["duckdb://duck/main/report_2"]) == {"duckdb://duck/main/fct_model_6"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_a_local_deployment_runs_the_orchestrator_per_wave_when_asked(tmp_path: Path) -> None:
+    project = make_shop_copy(tmp_path)
+    pool = f"dbt-{uuid.uuid4().hex[:8]}"
+    scaffolded = run([DBT_PREFECT, "init", "--pool", pool, "--project-dir", project], cwd=tmp_path)
+    assert scaffolded.returncode == 0, scaffolded.stderr
+    assert f"  cd {project} && prefect deploy --all\n" in scaffolded.stdout
+    prefect("work-pool", "create", pool, "--type", "process", cwd=tmp_path)
+    prefect("deploy", "--all", cwd=project)
+    assert deployment("shop/build-select").pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}
+    ]
+
+    flow_run_id = trigger("shop/build-select", {"select": "+stg_products", "mode": "per_wave"})
+    run_worker_once(pool, cwd=tmp_path)
+    finished = wait_until_final(flow_run_id, timeout=60)
+    assert state_of(finished) == ("COMPLETED", "Completed"), finished.state.message
+    assert {run.name: state_of(run)[1] for run in task_runs(flow_run_id)} == {
+        "seed raw_products": "Completed",
+        "model stg_products": "Completed",
+        "test unique_stg_products_product_id": "Completed",
+    }
+    # Per wave: one dbt build for the seed, then one for the model and its test.
+    assert [log.message for log in logs(flow_run_id) if log.message.startswith("Done.")] == [
+        "Done. PASS=2 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=2",
+        "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3",
+    ]
+
+
+# -- dbt-prefect serve: a schedule served from one process -----------------------------
+def _runs_of(deployment_id: Any) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_serve_runs_the_build_on_its_interval_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    project = make_shop_copy(tmp_path)
+    name = f"serve-{uuid.uuid4().hex[:8]}"
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        # Its own process group, as a terminal's foreground job: Ctrl-C reaches the group.
+        process = subprocess.Popen(
+            [
+                str(DBT_PREFECT),
+                "serve",
+                "--select",
+                "raw_orders",
+                "--interval",
+                "20",
+                "--name",
+                name,
+                "--project-dir",
+                str(project),
+            ],
+            cwd=tmp_path,
+            env=quiet_env(PREFECT_RUNNER_POLL_FREQUENCY="2"),
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+    try:
+        served = poll(lambda: _deployment_or_none(f"shop/{name}"), lambda found: found is not None, timeout=120)
+        assert served is not None, err.read_text()[-3000:]
+        assert served.parameters == {"select": "raw_orders"}
+        finished = poll(
+            lambda: [run for run in _runs_of(served.id) if run.state_type.value in FINAL_STATE_TYPES],
+            bool,
+            timeout=240,
+        )
+        assert finished, f"no scheduled run finished; serve's stderr:\n{err.read_text()[-3000:]}"
+        first = finished[0]
+        assert state_of(first) == ("COMPLETED", "Completed"), first.state.message
+        assert first.auto_scheduled
+        assert [run.name for run in task_runs(first.id)] == ["seed raw_orders"]
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) == 0, err.read_text()[-3000:]
+    assert out.read_text().splitlines()[0] == (
+        f"Serving dbt build of the project shop as the deployment 'shop/{name}', every 20 s. Stop with Ctrl-C."
+    )
+    assert out.read_text().endswith(f"Stopped serving 'shop/{name}'.\n")
+    assert deployment(f"shop/{name}").paused  # no runs pile up while nothing serves them
+    gone = poll(lambda: _group_alive(process.pid), lambda alive: not alive, timeout=30)
+    assert not gone, "a process of serve's group outlived it"
+
+
+def _deployment_or_none(full_name: str) -> Any:
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return deployment(full_name)
+    except ObjectNotFound:
+        return None
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- a dbt command without PREFECT_API_URL: its own temporary server -------------------
+def _no_api_env(home: Path, **extra: str) -> dict[str, str]:
+    env = quiet_env(PREFECT_HOME=str(home), **extra)
+    for name in ("PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(name, None)  # the server's telemetry must be off without the user's help
+    return env
+
+
+def _temporary_servers(home: Path) -> list[Any]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "dbt_prefect._compat.prefect_server" in (process.info["cmdline"] or []):
+                if process.environ().get("PREFECT_HOME") == str(home):
+                    found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_build_without_an_api_url_starts_a_quiet_temporary_server_and_stops_it(tmp_path: Path) -> None:
+    project = make_shop_copy(tmp_path)
+    home = tmp_path / "prefect-home"
+    done = run(
+        [DBT_PREFECT, "build", "--select", "raw_orders", "--project-dir", project, "--profiles-dir", project],
+        cwd=tmp_path,
+        env=_no_api_env(home),
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stderr.startswith(
+        "No PREFECT_API_URL is set: starting a temporary Prefect server for this command "
+        "(its runs are kept in the database of PREFECT_HOME).\n"
+    )
+    assert "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3" in done.stdout
+    assert "telemetry" not in (done.stdout + done.stderr).lower()
+    assert "View it in Prefect" not in done.stdout  # no link to a server that is gone
+    assert (home / "prefect.db").is_file()  # the runs stay, as with Prefect's own temporary server
+    assert _temporary_servers(home) == []
+
+
+def test_the_temporary_server_runs_without_telemetry_and_stops_with_its_command(tmp_path: Path) -> None:
+    import httpx
+    from prefect.settings import PREFECT_HOME, temporary_settings
+
+    from dbt_prefect.cli.server import TemporaryServer
+
+    home = tmp_path / "prefect-home"
+    saved = {name: os.environ.pop(name, None) for name in ("PREFECT_SERVER_ANALYTICS_ENABLED",)}
+    try:
+        with temporary_settings(updates={PREFECT_HOME: str(home)}):
+            server = TemporaryServer()
+            url = server.start()
+    finally:
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+    try:
+        settings = httpx.get(f"{url}/admin/settings", timeout=10).json()
+        assert settings["server"]["analytics_enabled"] is False
+        assert settings["server"]["ui"]["enabled"] is False
+        assert settings["home"] == str(home)
+        (process,) = _temporary_servers(home)
+    finally:
+        server.stop()
+    assert not process.is_running() or process.status() == "zombie"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/health", timeout=2)
+    assert not server.log_path.parent.exists()
+
+
+def test_a_temporary_server_that_does_not_start_in_time_names_what_to_set(tmp_path: Path) -> None:
+    project = make_shop_copy(tmp_path)
+    home = tmp_path / "prefect-home"
+    done = run(
+        [DBT_PREFECT, "build", "--project-dir", project, "--profiles-dir", project],
+        cwd=tmp_path,
+        env=_no_api_env(home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"),
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert lines[1] == (
+        "Error: No PREFECT_API_URL is set, and Prefect's temporary server did not answer within 1 s (is this "
+        "machine busy?). Set PREFECT_API_URL to a running Prefect server (start one with `prefect server start`, "
+        "then export PREFECT_API_URL=http://127.0.0.1:4200/api), or give the temporary server more time with "
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (e.g. 300)."
+    )
+    assert lines[2].startswith("Its log: ") and Path(lines[2].removeprefix("Its log: ")).is_file()
+    assert "Running dbt build" not in done.stdout  # no flow run was attempted
+    assert _temporary_servers(home) == []
