@@ -3,10 +3,14 @@ and `dbt-prefect serve`, every piece real, read back through the client."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ from support.deployments import (
     wait_until_final,
 )
 from support.prefect_api import asset_events, logs, materializations, poll, related_assets, state_of, task_runs
-from support.projects import make_shop_copy
+from support.projects import REPO_ROOT, make_shop_copy
 
 FLOW_PARAMETERS = ["select", "exclude", "full_refresh", "target", "vars", "only_changed", "mode", "dbt_args"]
 needs_realprojects = pytest.mark.skipif(
@@ -110,6 +114,24 @@ def test_the_written_flow_has_the_typed_parameters_of_the_run_form(tmp_path: Pat
     assert schema["properties"]["mode"]["enum"] == ["runner", "per_wave", "per_node"]
     assert schema["properties"]["full_refresh"]["type"] == "boolean"
     assert schema["properties"]["select"]["description"].startswith("dbt's --select")
+
+
+def test_the_written_flow_runs_per_node_on_the_dask_cluster_its_environment_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    project = tiny_project(tmp_path / "tiny")
+    assert init(cwd=project).exit_code == 0
+    entrypoint = f"{project}/flows/build_tiny.py:dbt_build"
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    assert isinstance(load_flow_from_entrypoint(entrypoint).task_runner, ThreadPoolTaskRunner)
+    monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", "tcp://dask-scheduler:8786")
+    on_dask = load_flow_from_entrypoint(entrypoint).task_runner
+    assert isinstance(on_dask, DaskTaskRunner)
+    assert on_dask.address == "tcp://dask-scheduler:8786"
 
 
 def test_without_a_state_store_there_is_no_slim_ci_deployment(tmp_path: Path) -> None:
@@ -584,3 +606,96 @@ def test_a_temporary_server_that_does_not_start_in_time_names_what_to_set(tmp_pa
     assert lines[2].startswith("Its log: ") and Path(lines[2].removeprefix("Its log: ")).is_file()
     assert "Running dbt build" not in done.stdout  # no flow run was attempted
     assert _temporary_servers(home) == []
+
+
+# -- the guide's automation: a notification when a test on an asset fails --------------
+GUIDE = REPO_ROOT / "docs" / "how-to" / "deploy"
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    received: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        length = int(self.headers.get("Content-Length", 0))
+        self.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_the_guides_automation_notifies_when_a_test_on_the_asset_fails(tmp_path: Path) -> None:
+    from prefect import flow
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+
+    from dbt_prefect import PrefectDbtRunner, PrefectDbtSettings
+
+    receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    _Receiver.received = []
+    block = f"dbt-alerts-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name="dbt alerts",
+        url=f"http://127.0.0.1:{receiver.server_address[1]}/notify",
+        json_data={"subject": "{{subject}}", "body": "{{body}}"},
+    ).save(block)
+    asset = "duckdb://shop/main_marts/product_revenue"
+    created = run([sys.executable, GUIDE / "notify_on_failed_test.py", asset, f"custom-webhook/{block}"], cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    automation_id = created.stdout.strip().rsplit(" ", 1)[-1]
+    assert created.stdout == f"Created automation 'dbt test failed on {asset}' with id {automation_id}\n"
+    try:
+        project = make_shop_copy(tmp_path)
+
+        @flow
+        def build_with_a_failing_test() -> None:
+            runner = PrefectDbtRunner(
+                settings=PrefectDbtSettings(project_dir=project, profiles_dir=project), raise_on_failure=False
+            )
+            # Two tests pass and one fails on product_revenue.
+            runner.invoke(
+                [
+                    "build",
+                    "--select",
+                    "+product_revenue",
+                    "--indirect-selection",
+                    "cautious",
+                    "--vars",
+                    "{fail_demo_test: true}",
+                ]
+            )
+
+        build_with_a_failing_test()
+        notifications = poll(lambda: list(_Receiver.received), bool, timeout=90)
+        assert notifications == [
+            {
+                "subject": f"dbt test failed on {asset}",
+                "body": f"dbt test assert_demo_failure failed on {asset}: Got 10 results, configured to fail if != 0",
+            }
+        ]
+        # And through the API: the automation's trigger fired, once.
+        fired = poll(lambda: _automation_events(automation_id, "prefect.automation.triggered"), bool, timeout=30)
+        assert len(fired) == 1
+        assert fired[0].payload["triggering_event"]["event"] == "dbt_prefect.asset.check.failed"
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_automation(uuid.UUID(automation_id))
+        receiver.shutdown()
+
+
+def _automation_events(automation_id: str, name: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    with get_client(sync_client=True) as client:
+        return client.read_events(
+            filter=EventFilter(
+                event=EventNameFilter(name=[name]),
+                resource=EventResourceFilter(id=[f"prefect.automation.{automation_id}"]),
+            ),
+            limit=50,
+        ).events

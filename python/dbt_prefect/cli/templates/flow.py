@@ -110,7 +110,12 @@ def dbt_build(
         runner = PrefectDbtRunner(settings=settings, state_store=os.environ.get("DBT_PREFECT_STATE_STORE") or None)
         runner.invoke(args, only_changed=only_changed)
         return
-    orchestrator = PrefectDbtOrchestrator(settings=settings, execution_mode=ExecutionMode(mode))
+    orchestrator = PrefectDbtOrchestrator(
+        settings=settings,
+        execution_mode=ExecutionMode(mode),
+        # Dask workers on other machines get the project's files with the node tasks.
+        ship_project=mode == "per_node" and bool(os.environ.get("DASK_SCHEDULER_ADDRESS")),
+    )
     orchestrator.run_build(
         select=select,
         exclude=exclude,
