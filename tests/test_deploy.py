@@ -314,11 +314,13 @@ def task_runs_by_type(flow_run_id: Any) -> dict[str, list[Any]]:
 @needs_realprojects
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
-def test_a_real_project_deploys_from_git_and_a_process_worker_runs_it(tmp_path: Path) -> None:
+def test_deployments_from_git_and_from_a_local_folder_run_on_one_process_worker(tmp_path: Path) -> None:
+    """A team with two dbt projects on one work pool: a shared real project kept in git,
+    deployed from its remote, and the demo shop deployed from its folder."""
     from prefect.variables import Variable
 
-    # The project as a team keeps it: in a git repository with a remote, packages not
-    # committed, and a profile that takes the warehouse from Prefect rather than the repo.
+    # The real project as a team keeps it: in a git repository with a remote, packages
+    # not committed, and a profile that takes the warehouse from Prefect.
     repo = tmp_path / "repo"
     project = copy_realproject("dbt_project_evaluator", repo)
     variable = f"evaluator_duckdb_{uuid.uuid4().hex[:8]}"
@@ -327,11 +329,13 @@ def test_a_real_project_deploys_from_git_and_a_process_worker_runs_it(tmp_path: 
     Variable.set(variable, str(warehouse))
     profiles = project / "profiles.yml"
     profiles.write_text(
-        profiles.read_text().replace(
+        profiles.read_text()
+        .replace(
             "path: \"{{ env_var('DBT_DUCKDB_PATH', 'duck.db') }}\"", f'path: "{{{{ prefect.variables.{variable} }}}}"'
         )
+        .replace("threads: 1", "threads: 4")
     )
-    assert variable in profiles.read_text()
+    assert variable in profiles.read_text() and "threads: 4" in profiles.read_text()
     (repo / ".gitignore").write_text("dbt_packages/\ntarget/\nlogs/\n*.db\n*.db.wal\n")
     git("init", "-q", "-b", "main", cwd=repo)
     git("add", "-A", cwd=repo)
@@ -383,8 +387,20 @@ def test_a_real_project_deploys_from_git_and_a_process_worker_runs_it(tmp_path: 
     assert all(key.startswith("duckdb://duck/") for key in built)
     assert warehouse.is_file()  # the profile's path came from the Prefect variable
 
-    # On demand, with parameters: one model and everything below it.
+    # The demo shop, deployed from its folder on this machine to the same pool.
+    shop = make_shop_copy(tmp_path / "local")
+    scaffolded = run([DBT_PREFECT, "init", "--pool", pool, "--project-dir", shop], cwd=tmp_path)
+    assert scaffolded.returncode == 0, scaffolded.stderr
+    assert f"  cd {shop} && prefect deploy --all\n" in scaffolded.stdout
+    prefect("deploy", "--all", cwd=shop)
+    assert deployment("shop/build-select").pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(shop)}}
+    ]
+
+    # On demand, with parameters: in the real project one model and everything below it;
+    # in the shop, a model with what it needs, per wave. One worker runs both at once.
     selected_run = trigger(f"{EVALUATOR_FLOW}/build-select", {"select": "fct_model_6+"})
+    per_wave_run = trigger("shop/build-select", {"select": "+stg_products", "mode": "per_wave"})
     run_worker_once(pool, cwd=worker_folder)
     finished = wait_until_final(selected_run, timeout=60)
     assert state_of(finished) == ("COMPLETED", "Completed"), finished.state.message
@@ -404,32 +420,15 @@ def test_a_real_project_deploys_from_git_and_a_process_worker_runs_it(tmp_path: 
     assert related_assets(built["duckdb://duck/main/report_1"]) == {"duckdb://duck/main/fct_model_6"}
     assert related_assets(built["duckdb://duck/main/report_2"]) == {"duckdb://duck/main/fct_model_6"}
 
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("prefect_server")
-def test_a_local_deployment_runs_the_orchestrator_per_wave_when_asked(tmp_path: Path) -> None:
-    project = make_shop_copy(tmp_path)
-    pool = f"dbt-{uuid.uuid4().hex[:8]}"
-    scaffolded = run([DBT_PREFECT, "init", "--pool", pool, "--project-dir", project], cwd=tmp_path)
-    assert scaffolded.returncode == 0, scaffolded.stderr
-    assert f"  cd {project} && prefect deploy --all\n" in scaffolded.stdout
-    prefect("work-pool", "create", pool, "--type", "process", cwd=tmp_path)
-    prefect("deploy", "--all", cwd=project)
-    assert deployment("shop/build-select").pull_steps == [
-        {"prefect.deployments.steps.set_working_directory": {"directory": str(project)}}
-    ]
-
-    flow_run_id = trigger("shop/build-select", {"select": "+stg_products", "mode": "per_wave"})
-    run_worker_once(pool, cwd=tmp_path)
-    finished = wait_until_final(flow_run_id, timeout=60)
+    finished = wait_until_final(per_wave_run, timeout=60)
     assert state_of(finished) == ("COMPLETED", "Completed"), finished.state.message
-    assert {run.name: state_of(run)[1] for run in task_runs(flow_run_id)} == {
+    assert {run.name: state_of(run)[1] for run in task_runs(per_wave_run)} == {
         "seed raw_products": "Completed",
         "model stg_products": "Completed",
         "test unique_stg_products_product_id": "Completed",
     }
     # Per wave: one dbt build for the seed, then one for the model and its test.
-    assert [log.message for log in logs(flow_run_id) if log.message.startswith("Done.")] == [
+    assert [log.message for log in logs(per_wave_run) if log.message.startswith("Done.")] == [
         "Done. PASS=2 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=2",
         "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3",
     ]
@@ -459,7 +458,7 @@ def test_serve_runs_the_build_on_its_interval_and_stops_cleanly_on_ctrl_c(tmp_pa
                 "--select",
                 "raw_orders",
                 "--interval",
-                "20",
+                "10",
                 "--name",
                 name,
                 "--project-dir",
@@ -489,7 +488,7 @@ def test_serve_runs_the_build_on_its_interval_and_stops_cleanly_on_ctrl_c(tmp_pa
         os.killpg(process.pid, signal.SIGINT)
     assert process.wait(timeout=60) == 0, err.read_text()[-3000:]
     assert out.read_text().splitlines()[0] == (
-        f"Serving dbt build of the project shop as the deployment 'shop/{name}', every 20 s. Stop with Ctrl-C."
+        f"Serving dbt build of the project shop as the deployment 'shop/{name}', every 10 s. Stop with Ctrl-C."
     )
     assert out.read_text().endswith(f"Stopped serving 'shop/{name}'.\n")
     assert deployment(f"shop/{name}").paused  # no runs pile up while nothing serves them
@@ -537,66 +536,79 @@ def _temporary_servers(home: Path) -> list[Any]:
 
 
 @pytest.mark.slow
-def test_build_without_an_api_url_starts_a_quiet_temporary_server_and_stops_it(tmp_path: Path) -> None:
+def test_build_without_an_api_url_starts_a_temporary_server_without_telemetry_and_stops_it(tmp_path: Path) -> None:
+    import httpx
+
     project = make_shop_copy(tmp_path)
     home = tmp_path / "prefect-home"
-    done = run(
-        [DBT_PREFECT, "build", "--select", "raw_orders", "--project-dir", project, "--profiles-dir", project],
-        cwd=tmp_path,
-        env=_no_api_env(home),
-        timeout=400,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stderr.startswith(
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        command = subprocess.Popen(
+            [DBT_PREFECT, "build", "--select", "raw_orders", "--project-dir", project, "--profiles-dir", project],
+            cwd=tmp_path,
+            env=_no_api_env(home),
+            stdout=out,
+            stderr=err,
+        )
+    # While the command runs, ask its server how it was started.
+    settings = poll(lambda: _server_settings(home), lambda found: found is not None or command.poll() is not None, 300)
+    assert command.wait(timeout=300) == 0, (tmp_path / "out").read_text()[-3000:] + (tmp_path / "err").read_text()
+    stdout, stderr = (tmp_path / "out").read_text(), (tmp_path / "err").read_text()
+    assert settings is not None, "the command's temporary server never answered"
+    assert settings["server"]["analytics_enabled"] is False  # no telemetry, without the user's help
+    assert settings["server"]["ui"]["enabled"] is False
+    assert settings["home"] == str(home)
+    assert stderr.startswith(
         "No PREFECT_API_URL is set: starting a temporary Prefect server for this command "
         "(its runs are kept in the database of PREFECT_HOME).\n"
     )
-    assert "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3" in done.stdout
-    assert "telemetry" not in (done.stdout + done.stderr).lower()
-    assert "View it in Prefect" not in done.stdout  # no link to a server that is gone
+    assert "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3" in stdout
+    assert "telemetry" not in (stdout + stderr).lower()
+    assert "View it in Prefect" not in stdout  # no link to a server that is gone
     assert (home / "prefect.db").is_file()  # the runs stay, as with Prefect's own temporary server
     assert _temporary_servers(home) == []
-
-
-def test_the_temporary_server_runs_without_telemetry_and_stops_with_its_command(tmp_path: Path) -> None:
-    import httpx
-    from prefect.settings import PREFECT_HOME, temporary_settings
-
-    from dbt_prefect.cli.server import TemporaryServer
-
-    home = tmp_path / "prefect-home"
-    saved = {name: os.environ.pop(name, None) for name in ("PREFECT_SERVER_ANALYTICS_ENABLED",)}
-    try:
-        with temporary_settings(updates={PREFECT_HOME: str(home)}):
-            server = TemporaryServer()
-            url = server.start()
-    finally:
-        os.environ.update({k: v for k, v in saved.items() if v is not None})
-    try:
-        settings = httpx.get(f"{url}/admin/settings", timeout=10).json()
-        assert settings["server"]["analytics_enabled"] is False
-        assert settings["server"]["ui"]["enabled"] is False
-        assert settings["home"] == str(home)
-        (process,) = _temporary_servers(home)
-    finally:
-        server.stop()
-    assert not process.is_running() or process.status() == "zombie"
     with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/health", timeout=2)
-    assert not server.log_path.parent.exists()
+        httpx.get(f"{_server_url(settings)}/health", timeout=2)
 
 
-def test_a_temporary_server_that_does_not_start_in_time_names_what_to_set(tmp_path: Path) -> None:
+def _server_settings(home: Path) -> dict[str, Any] | None:
+    """The settings of the temporary server of PREFECT_HOME `home`, once it answers."""
+    import httpx
+
+    for process in _temporary_servers(home):
+        try:
+            port = process.cmdline()[-1]
+            answer = httpx.get(f"http://127.0.0.1:{port}/api/admin/settings", timeout=2)
+        except Exception:
+            continue
+        if answer.status_code == 200:
+            return {**answer.json(), "port": port}
+    return None
+
+
+def _server_url(settings: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{settings['port']}/api"
+
+
+def test_a_temporary_server_that_does_not_start_in_time_names_what_to_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    from dbt_prefect.cli.main import Options, run_command
+
     project = make_shop_copy(tmp_path)
     home = tmp_path / "prefect-home"
-    done = run(
-        [DBT_PREFECT, "build", "--project-dir", project, "--profiles-dir", project],
-        cwd=tmp_path,
-        env=_no_api_env(home, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="1"),
-        timeout=120,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.splitlines()
+    updates = {PREFECT_HOME: str(home), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 1}
+    with temporary_settings(updates=updates, restore_defaults={PREFECT_API_URL}):
+        code = run_command(["build"], Options(project_dir=project, profiles_dir=project))
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
     assert lines[1] == (
         "Error: No PREFECT_API_URL is set, and Prefect's temporary server did not answer within 1 s (is this "
         "machine busy?). Set PREFECT_API_URL to a running Prefect server (start one with `prefect server start`, "
@@ -604,8 +616,9 @@ def test_a_temporary_server_that_does_not_start_in_time_names_what_to_set(tmp_pa
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (e.g. 300)."
     )
     assert lines[2].startswith("Its log: ") and Path(lines[2].removeprefix("Its log: ")).is_file()
-    assert "Running dbt build" not in done.stdout  # no flow run was attempted
+    assert captured.out == ""  # no flow run was attempted
     assert _temporary_servers(home) == []
+    assert os.environ["PREFECT_API_URL"] != ""  # this process is left as it was
 
 
 # -- the guide's automation: a notification when a test on an asset fails --------------
