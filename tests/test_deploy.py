@@ -28,6 +28,7 @@ from support.deployments import (
     deployment,
     git,
     prefect,
+    prefect_in_a_terminal,
     quiet_env,
     realprojects,
     run,
@@ -88,7 +89,7 @@ def test_init_writes_a_flow_module_and_a_prefect_yaml_with_three_ways_to_deploy(
         assert entry["entrypoint"] == "flows/build_tiny.py:dbt_build"
         assert entry["work_pool"]["name"] == "dbt"
     assert deployments["nightly"]["schedules"] == [{"cron": "0 6 * * *", "timezone": "UTC"}]
-    assert "schedules" not in deployments["build-select"]
+    assert deployments["build-select"]["schedules"] == deployments["build-changed"]["schedules"] == []
     assert deployments["build-changed"]["parameters"] == {"only_changed": True}
     assert deployments["build-changed"]["work_pool"]["job_variables"] == {
         "env": {"DBT_PREFECT_STATE_STORE": "local-file-system/dbt-state"}
@@ -275,9 +276,19 @@ def test_serve_turns_dbt_flags_into_the_flows_parameters() -> None:
         ),
         (["--interval", "0"], "Error: --interval 0: give a number of seconds of at least 1\n"),
         (["--interval", "60", "--vars", "[1, 2]"], "Error: --vars '[1, 2]' is not a mapping, e.g. '{key: value}'\n"),
+        (
+            ["--interval", "60", "--only-changed"],
+            "Error: --only-changed needs a place for the last build's state: --state-store PATH (a folder, or a "
+            "block slug such as local-file-system/dbt-state) or DBT_PREFECT_STATE_STORE\n",
+        ),
+        (
+            ["--interval", "60", "--only-changed", "--state-store", "state", "--mode", "per_node"],
+            "Error: --only-changed works with --mode runner, not --mode per_node\n",
+        ),
+        (["--interval", "60", "--mode", "per_model"], "Error: --mode 'per_model': give runner, per_wave or per_node\n"),
     ],
 )
-def test_serve_rejects_a_bad_schedule_before_serving(tmp_path: Path, args: list[str], message: str) -> None:
+def test_serve_rejects_bad_input_before_serving(tmp_path: Path, args: list[str], message: str) -> None:
     project = tiny_project(tmp_path / "tiny")
     result = CliRunner().invoke(app, ["serve", "--project-dir", str(project), *args])
     assert result.exit_code == 2
@@ -361,7 +372,7 @@ def test_deployments_from_git_and_from_a_local_folder_run_on_one_process_worker(
 
     # The two commands init printed, then a worker that runs what is due and exits.
     prefect("work-pool", "create", pool, "--type", "process", cwd=project)
-    prefect("deploy", "--all", cwd=project)
+    prefect_in_a_terminal("deploy", "--all", cwd=project)  # in a terminal too, it asks nothing
     nightly = deployment(f"{EVALUATOR_FLOW}/nightly")
     assert [(s.schedule.cron, s.schedule.timezone) for s in nightly.schedules] == [("0 6 * * *", "UTC")]
     assert list(nightly.parameter_openapi_schema["properties"]) == FLOW_PARAMETERS
@@ -389,13 +400,15 @@ def test_deployments_from_git_and_from_a_local_folder_run_on_one_process_worker(
 
     # The demo shop, deployed from its folder on this machine to the same pool.
     shop = make_shop_copy(tmp_path / "local")
-    scaffolded = run([DBT_PREFECT, "init", "--pool", pool, "--project-dir", shop], cwd=tmp_path)
+    state = tmp_path / "shop-state"
+    scaffolded = run([DBT_PREFECT, "init", "--pool", pool, "--project-dir", shop, "--state-store", state], cwd=tmp_path)
     assert scaffolded.returncode == 0, scaffolded.stderr
     assert f"  cd {shop} && prefect deploy --all\n" in scaffolded.stdout
-    prefect("deploy", "--all", cwd=shop)
+    prefect_in_a_terminal("deploy", "--all", cwd=shop)
     assert deployment("shop/build-select").pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(shop)}}
     ]
+    assert deployment("shop/build-changed").job_variables == {"env": {"DBT_PREFECT_STATE_STORE": str(state)}}
 
     # On demand, with parameters: in the real project one model and everything below it;
     # in the shop, a model with what it needs, per wave. One worker runs both at once.

@@ -4,6 +4,8 @@ subprocesses, a worker that runs once, flow runs triggered and read back through
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -75,6 +77,25 @@ def prefect(
         f"prefect {' '.join(map(str, args))} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     )
     return done
+
+
+def prefect_in_a_terminal(*args: Any, cwd: Path, timeout: float = 300) -> str:
+    """The `prefect` command in a terminal, as a user types it, with nothing to type: a
+    prompt would read the end of input and fail. Its output; it must succeed."""
+    script = shutil.which("script")  # util-linux: runs a command in a new pseudo-terminal
+    assert script is not None, "the `script` command (util-linux) is needed to run prefect in a terminal"
+    command = shlex.join([str(PREFECT), *map(str, args)])
+    done = subprocess.run(
+        [script, "-qec", command, "/dev/null"],
+        cwd=cwd,
+        env=quiet_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{command} in a terminal exited {done.returncode}:\n{done.stdout[-4000:]}"
+    return done.stdout
 
 
 def git(*args: Any, cwd: Path) -> str:

@@ -107,9 +107,10 @@ Serve `dbt build` as a scheduled Prefect deployment from this process.
 
 The deployment `<project>/<name>` runs `dbt build` with the dbt flags given here on a cron
 schedule or at an interval, with no work pool and no worker: this process polls for its
-runs and runs each in a child process. Every dbt node becomes a task run and every
-relation an asset, as with `dbt-prefect build`. A custom run from the Prefect UI can change
-select, exclude, full_refresh, target, vars, only_changed, mode and dbt_args.
+runs and runs each in a child process, one at a time. Every dbt node becomes a task run
+and every relation an asset, as with `dbt-prefect build`. The dbt flags become the
+deployment's parameters, which a custom run from the Prefect UI can change: select,
+exclude, full_refresh, target, vars, only_changed, mode and dbt_args (every other flag).
 
 Ctrl-C stops serving (and pauses the schedule). It needs a Prefect server that stays up:
 PREFECT_API_URL, or a profile that sets it.
@@ -234,6 +235,13 @@ def _serve_build(
             raise DbtArgumentsError(f"--mode {mode!r}: give runner, per_wave or per_node")
         parameters = flow_parameters(dbt_args)
         if only_changed:
+            if not state_store:
+                raise DbtArgumentsError(
+                    "--only-changed needs a place for the last build's state: --state-store PATH (a folder, "
+                    "or a block slug such as local-file-system/dbt-state) or DBT_PREFECT_STATE_STORE"
+                )
+            if mode != "runner":
+                raise DbtArgumentsError(f"--only-changed works with --mode runner, not --mode {mode}")
             parameters["only_changed"] = True
         if mode != "runner":
             parameters["mode"] = mode
@@ -261,7 +269,7 @@ def _serve_build(
     if state_store:
         os.environ["DBT_PREFECT_STATE_STORE"] = state_store
 
-    from prefect.deployments.runner import EntrypointType
+    from prefect.types.entrypoint import EntrypointType
 
     from dbt_prefect.cli.templates.flow import dbt_build
 
