@@ -8,4 +8,6 @@
   path for the thread running ``invoke`` (``runner/cancellation.py``).
 - ``dbt_state``: dbt's artifact readers, to check a stored state before ``--state`` uses
   it, and which sources have a freshness config (``only_changed``).
+- ``prefect_server``: the app of Prefect's temporary server, which ``dbt-prefect`` commands
+  start themselves when no ``PREFECT_API_URL`` is set (``cli/server.py``).
 """

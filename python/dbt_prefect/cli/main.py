@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dbt_prefect.cli import scaffold, serve
 from dbt_prefect.cli.progress import ProgressDisplay, console_logs_to, live_terminal
 from dbt_prefect.cli.summary import (
     EXIT_ERROR,
@@ -63,7 +64,7 @@ dbt, run inside a Prefect flow.
 dbt node becomes a Prefect task run, seeds, models and snapshots become Prefect assets, and
 a run report is saved as a Prefect artifact. Every dbt flag works as it does with `dbt`.
 
-Without PREFECT_API_URL, Prefect runs a temporary local server for the duration of the command.
+Without PREFECT_API_URL, the command starts a temporary local Prefect server for its duration.
 """
 
 _EPILOG = """\
@@ -259,6 +260,9 @@ for _group, (_group_help, _subcommands) in _GROUPS.items():
     for _name, _help in _subcommands.items():
         _register(_sub, (_group, _name), _help)
     app.add_typer(_sub, name=_group)
+# Deployments: `dbt-prefect init` (cli/scaffold.py) and `dbt-prefect serve` (cli/serve.py).
+scaffold.register(app)
+serve.register(app)
 
 
 def main() -> None:
@@ -272,6 +276,7 @@ def run_command(args: Sequence[str], options: Options, ctx: typer.Context | None
     # adds a plain stderr handler to the root logger).
     from prefect import tags
 
+    from dbt_prefect.cli.server import use_temporary_server_if_needed
     from dbt_prefect.errors import DbtPrefectError
     from dbt_prefect.runner.args import parse_invocation
     from dbt_prefect.runner.changed import check_request
@@ -299,6 +304,11 @@ def run_command(args: Sequence[str], options: Options, ctx: typer.Context | None
         if ctx is not None:
             print(ctx.get_usage(), file=sys.stderr)
         print_error(usage)
+        return EXIT_ERROR
+    try:
+        use_temporary_server_if_needed()
+    except DbtPrefectError as exc:
+        print_error(str(exc))
         return EXIT_ERROR
 
     project = project_name(settings.project_dir)
