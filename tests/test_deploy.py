@@ -444,10 +444,12 @@ def test_deployments_from_git_and_from_a_local_folder_run_on_one_process_worker(
         "model stg_products": "Completed",
         "test unique_stg_products_product_id": "Completed",
     }
-    # Per wave: one dbt build for the seed, then one for the model and its test.
+    # Per wave: one dbt build for the seed, then one for the model and its test; then the
+    # whole build's line, as one `dbt build` prints it (the two project hooks included).
     assert [log.message for log in logs(per_wave_run) if log.message.startswith("Done.")] == [
         "Done. PASS=2 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=2",
         "Done. PASS=3 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=3",
+        "Done. PASS=5 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=5",
     ]
 
 
