@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dbt_prefect.runner.report.mermaid import LOOKS, describe_folding, draw_lineage
 from dbt_prefect.runner.report.model import ASSET_EVENTS, MAX_CELL, MAX_MARKDOWN_NODES, RunReport
+
+# Names in the tables are cut in the middle beyond these lengths, so that each table
+# stays inside the V2 UI's content column (about 690 px at a 1,400 px window).
+NODE_NAME = 40
+SLOWEST_NAME = 48
+UPSTREAM_NAME = 24
+UPSTREAM_NAMES = 36
 
 
 def _cell(text: Any) -> str:
@@ -27,16 +35,53 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _key_list(keys: Sequence[str]) -> str:
-    """Asset keys as code, comma-separated, within one cell's length: as many whole keys as
-    fit, then how many more."""
-    items = [f"`{_cell(key)}`" for key in keys]
-    text = ", ".join(items)
-    shown = len(items)
-    while len(text) > MAX_CELL and shown > 1:
-        shown -= 1
-        text = ", ".join(items[:shown]) + f", … {len(items) - shown} more"
-    return text
+def _middle(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, its middle cut out: the end of a dbt name
+    (a test's column and values) tells it apart as much as its start."""
+    if len(text) <= limit:
+        return text
+    head = limit // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
+
+
+def _lineage_section(report: RunReport) -> list[str]:
+    if not report.lineage:
+        return []
+    pages = report.ui
+    lineage = draw_lineage(report.lineage, pages.task_run if pages is not None else None)
+    symbols = {name: look.symbol for name, look in LOOKS.items()}
+    legend = (
+        f"What this run built and read, left to right. Colour and words give each node's dbt status: "
+        f"{symbols['succeeded']} success, {symbols['warned']} warn, {symbols['failed']} error or fail, "
+        f"{symbols['skipped']} skipped, {symbols['noop']} no-op, {symbols['cached']} cached; "
+        "dotted boxes were read, not run. Tests are counted on the node they check."
+    )
+    if pages is not None and any(node.task_run_id is not None for node in lineage.picture.shown):
+        legend += " Click a node to open its task run."
+    lines = ["## Lineage", "", legend, ""]
+    if pages is not None and pages.version == "v1":
+        lines += ["Prefect's V1 UI shows the picture as its mermaid source; the V2 UI (Prefect 3.9) draws it.", ""]
+    lines += ["```mermaid", lineage.text, "```", ""]
+    folding = describe_folding(lineage.picture)
+    if folding:
+        lines += [*folding, ""]
+    return lines
+
+
+def _upstream_cell(keys: Sequence[str]) -> str:
+    """How many upstream assets, and the first names (the last part of each key) that fit
+    in UPSTREAM_NAMES characters: the column stays narrow on the V2 page, whose content
+    column is about 690 px wide at 1,400; the lineage picture has the whole lineage."""
+    if not keys:
+        return ""
+    names: list[str] = []
+    for key in keys:
+        name = _middle(key.rstrip("/").rsplit("/", 1)[-1], UPSTREAM_NAME)
+        if names and len(", ".join([*names, name])) > UPSTREAM_NAMES:
+            break
+        names.append(name)
+    more = ", …" if len(names) < len(keys) else ""
+    return f"{len(keys)}: {_cell(', '.join(names))}{more}"
 
 
 def _assets_section(report: RunReport) -> list[str]:
@@ -51,7 +96,7 @@ def _assets_section(report: RunReport) -> list[str]:
     ]
     for asset in report.assets[:MAX_MARKDOWN_NODES]:
         rows = "" if asset.row_count is None else str(asset.row_count)
-        lines.append(f"| `{_cell(asset.key)}` | {asset.outcome} | {rows} | {_key_list(asset.upstream)} |")
+        lines.append(f"| `{_cell(asset.key)}` | {asset.outcome} | {rows} | {_upstream_cell(asset.upstream)} |")
     hidden = len(report.assets) - MAX_MARKDOWN_NODES
     if hidden > 0:
         lines += [
@@ -91,28 +136,34 @@ def render_markdown(report: RunReport) -> str:
             where = f" · `{node.path}`" if node.path else ""
             lines += [f"**{node.task_run_name}** · {node.status}{where}", ""]
             lines += [_fenced(node.message or f"dbt status: {node.status}"), ""]
+    lines += _lineage_section(report)
     lines += _assets_section(report)
     slowest = report.slowest()
     if slowest:
         lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
-        lines += [f"| {_cell(n.task_run_name)} | {n.status} | {_seconds(n.duration)} |" for n in slowest]
+        lines += [
+            f"| {_cell(_middle(n.task_run_name, SLOWEST_NAME))} | {n.status} | {_seconds(n.duration)} |"
+            for n in slowest
+        ]
         lines.append("")
     if report.nodes:
         lines += [
             f"## Nodes ({len(report.nodes)})",
             "",
-            "| Node | Type | Status | Duration (s) | Rows affected | Asset key |",
-            "| :-- | :-- | :-- | --: | --: | :-- |",
+            "| Node | Type | Status | Duration (s) | Rows affected |",
+            "| :-- | :-- | :-- | --: | --: |",
         ]
         for n in report.nodes[:MAX_MARKDOWN_NODES]:
             rows = "" if n.rows_affected is None else str(n.rows_affected)
-            asset = f"`{_cell(n.asset_key)}`" if n.asset_key else ""
-            lines.append(
-                f"| {_cell(n.name)} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} | {asset} |"
-            )
+            name = _cell(_middle(n.name, NODE_NAME))
+            lines.append(f"| {name} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} |")
         hidden = len(report.nodes) - MAX_MARKDOWN_NODES
         if hidden > 0:
             lines += ["", f"… and {hidden} more nodes: see the table artifact `{report.table_key}`."]
+        lines += [
+            "",
+            f"Whole names, asset keys and messages of every node: the table artifact `{report.table_key}`.",
+        ]
         lines.append("")
     return "\n".join(lines)
 
