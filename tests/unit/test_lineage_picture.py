@@ -21,6 +21,8 @@ from dbt_prefect.runner.report.mermaid import (
     draw_lineage,
     escape,
     plan_picture,
+    render_mermaid,
+    utf16_length,
 )
 
 from support.lineage_graphs import node_id, pipeline_build
@@ -63,13 +65,13 @@ def test_a_small_build_is_drawn_whole_with_status_in_colour_and_words_and_links_
             "  classDef succeeded fill:#dcfce7,stroke:#15803d,color:#14532d",
             "  classDef read fill:#f8fafc,stroke:#94a3b8,color:#334155,stroke-dasharray:2 2",
             '  n0[("p0000_l0<br/>source")]:::read',
-            '  n1(["p0000_l1<br/>seed #183; #10003; success"]):::succeeded',
-            '  n2["p0000_l2<br/>model #183; #10003; success<br/>tests#58; 2 passed"]:::succeeded',
-            '  n3["p0000_l3<br/>model #183; #10003; success<br/>tests#58; 2 passed"]:::succeeded',
+            '  n1(["p0000_l1<br/>seed · ✓ success"]):::succeeded',
+            '  n2["p0000_l2<br/>model · ✓ success<br/>tests · 2 passed"]:::succeeded',
+            '  n3["p0000_l3<br/>model · ✓ success<br/>tests · 2 passed"]:::succeeded',
             '  n4[("p0001_l0<br/>source")]:::read',
-            '  n5(["p0001_l1<br/>seed #183; #10003; success"]):::succeeded',
-            '  n6["p0001_l2<br/>model #183; #10007; error<br/>tests#58; 2 skipped"]:::failed',
-            '  n7["p0001_l3<br/>model #183; #8856; skipped<br/>tests#58; 2 skipped"]:::skipped',
+            '  n5(["p0001_l1<br/>seed · ✓ success"]):::succeeded',
+            '  n6["p0001_l2<br/>model · ✗ error<br/>tests · 2 skipped"]:::failed',
+            '  n7["p0001_l3<br/>model · ⊘ skipped<br/>tests · 2 skipped"]:::skipped',
             "  n0 --> n2",
             "  n1 --> n2",
             "  n2 --> n3",
@@ -85,7 +87,7 @@ def test_a_small_build_is_drawn_whole_with_status_in_colour_and_words_and_links_
         ]
     )
     # As mermaid shows them: the words are there, not only the colour.
-    assert labels(text)["n6"] == ["p0001_l2", "model · ✗ error", "tests: 2 skipped"]
+    assert labels(text)["n6"] == ["p0001_l2", "model · ✗ error", "tests · 2 skipped"]
     assert labels(text)["n0"] == ["p0000_l0", "source"]
     # No link without a UI to link to.
     assert "click" not in draw_lineage(nodes).text
@@ -118,7 +120,7 @@ def test_every_status_has_its_colour_and_its_words(status: str | None, css_class
 def test_tests_are_counts_on_the_node_they_check_not_nodes() -> None:
     node = LineageNode("model.p.m", "m", "model", "success", "models", tests=CheckCounts(passed=3, warned=1, failed=2))
     text = draw_lineage([node]).text
-    assert labels(text) == {"n0": ["m", "model · ✓ success", "tests: 3 passed, 1 warned, 2 failed"]}
+    assert labels(text) == {"n0": ["m", "model · ✓ success", "tests · 3 passed, 1 warned, 2 failed"]}
 
 
 # -- escaping ------------------------------------------------------------------------------
@@ -141,6 +143,7 @@ HOSTILE = [
     "-->",
     "%%{init: {}}%%",
     "line\nbreak",
+    "rtl\u202eoverride\u2028separator",
 ]
 
 
@@ -151,15 +154,17 @@ def test_a_hostile_name_stays_inside_its_label(name: str) -> None:
     match = re.fullmatch(r'  n0\["(.*)"\]:::succeeded', line)
     assert match, line
     inside = match.group(1)
-    # Only letters, digits, a few marks, entity codes and the line breaks we put there.
-    assert re.fullmatch(r"(?:[A-Za-z0-9 _.,/()=+@-]|#\d+;|<br/>)*", inside), inside
+    # Of ASCII, only letters, digits and a few marks; then entity codes, the line breaks we
+    # put there, and printable unicode (no control or separator character).
+    assert re.fullmatch(r"(?:[A-Za-z0-9 _.,/()=+@-]|#\d+;|<br/>|[^\x00-\x7f\u2028\u2029\u202e])*", inside), inside
     assert unescape(inside).split("<br/>") == [" ".join(name.split()), "model · ✓ success"]
 
 
 def test_escape_turns_every_other_character_into_a_numeric_entity_code() -> None:
     assert escape('a"b') == "a#34;b"
     assert escape("end") == "end"
-    assert escape("é😀") == "#233;#128512;"
+    assert escape("é😀✓数") == "é😀✓数"
+    assert escape("a\u2028b\u202ec") == "a#8232;b#8238;c"
     assert escape("x:#1;") == "x#58;#35;1#59;"
 
 
@@ -197,9 +202,9 @@ def test_at_1000_nodes_the_failure_its_upstream_path_and_its_downstream_are_draw
         ("sources", 99, (("source", 99),)),
     ]
     found = labels(lineage.text)
-    assert found["f0"] == ["models/layer_2: 99 folded", "99 ✓ success", "tests: 198 passed"]
-    assert found["f9"] == ["sources: 99 folded", "99 source"]
-    assert found["n5"] == ["p0007_l5", "model · ✗ error", "tests: 2 skipped"]
+    assert found["f0"] == ["models/layer_2 · 99 folded", "99 ✓ success", "tests · 198 passed"]
+    assert found["f9"] == ["sources · 99 folded", "99 source"]
+    assert found["n5"] == ["p0007_l5", "model · ✗ error", "tests · 2 skipped"]
     # Folded boxes keep the lineage between folders, and to the nodes drawn alone.
     assert ("f9", "f0") in edges(lineage.text) and ("f0", "f1") in edges(lineage.text)
     assert ("n4", "n5") in edges(lineage.text) and ("n5", "n6") in edges(lineage.text)
@@ -292,12 +297,15 @@ def test_too_many_edges_for_mermaid_folds_the_picture_further() -> None:
 
 
 def test_too_much_text_for_mermaid_folds_the_picture_further() -> None:
-    # 150 models with 48 Chinese characters each: about 60,000 characters drawn whole.
+    # 150 failed models named with 47 bars (#124; to mermaid) and linked: about 56,000
+    # characters drawn whole.
     nodes = [
-        LineageNode(f"model.p.m{i}", "数" * 47 + str(i % 10), "model", "error", f"models/g{i % 4}") for i in range(150)
+        LineageNode(f"model.p.m{i}", "|" * 47 + str(i % 10), "model", "error", f"models/g{i % 4}", task_run_id=i)
+        for i in range(150)
     ]
     whole = plan_picture(nodes)
     assert whole.folds == ()
+    assert utf16_length(render_mermaid(whole, task_run_page)) > 50_000
     lineage = draw_lineage(nodes, task_run_page)
-    assert len(lineage.text) <= MAX_TEXT
+    assert utf16_length(lineage.text) <= MAX_TEXT
     assert lineage.picture.folds

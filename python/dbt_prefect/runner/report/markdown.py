@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dbt_prefect.runner.report.links import V1
 from dbt_prefect.runner.report.mermaid import LOOKS, describe_folding, draw_lineage
 from dbt_prefect.runner.report.model import ASSET_EVENTS, MAX_CELL, MAX_MARKDOWN_NODES, RunReport
 
@@ -59,7 +60,8 @@ def _lineage_section(report: RunReport) -> list[str]:
     if pages is not None and any(node.task_run_id is not None for node in lineage.picture.shown):
         legend += " Click a node to open its task run."
     lines = ["## Lineage", "", legend, ""]
-    if pages is not None and pages.version == "v1":
+    if pages is not None and pages.served and pages.version == V1:
+        # This server's users get V1 by default (Prefect 3.8, or V2 turned off).
         lines += ["Prefect's V1 UI shows the picture as its mermaid source; the V2 UI (Prefect 3.9) draws it.", ""]
     lines += ["```mermaid", lineage.text, "```", ""]
     folding = describe_folding(lineage.picture)

@@ -16,6 +16,7 @@ counts by status. It folds more when the text or the edges would pass mermaid's 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -171,15 +172,23 @@ def _concern(node: LineageNode) -> int:
 
 # -- escaping ------------------------------------------------------------------------------
 # Inside a quoted label mermaid still reads entity codes (#quot;, #35;), HTML, markdown
-# (a label in backticks) and, on a line with "style" or "classDef", a ':' followed by
-# '#'. Everything but plain letters, digits and a few marks becomes a numeric entity
-# code, which mermaid turns back into the character: names may hold quotes, dots,
-# dashes, unicode and words mermaid reserves (end, graph, class), and none can break out.
-_PLAIN = re.compile(r"[A-Za-z0-9 _.,/()=+@-]")
+# (a label in backticks), a comment (%%) and, on a line with "style" or "classDef", a ':'
+# followed by '#'. So every ASCII character but letters, digits, space and a few marks
+# becomes a numeric entity code, which mermaid turns back into the character, as do
+# control and separator characters. Other unicode (accents, CJK, emoji, our ✓) stays as
+# it is, readable in the source that Prefect's V1 UI shows. Names may hold quotes, dots,
+# dashes, unicode and words mermaid reserves (end, graph, class): none can break out.
+_PLAIN_ASCII = re.compile(r"[A-Za-z0-9 _.,/()=+@-]")
+
+
+def _plain(ch: str) -> bool:
+    if ch.isascii():
+        return bool(_PLAIN_ASCII.fullmatch(ch))
+    return unicodedata.category(ch)[0] not in "CZ"
 
 
 def escape(text: str) -> str:
-    return "".join(ch if _PLAIN.fullmatch(ch) else f"#{ord(ch)};" for ch in text)
+    return "".join(ch if _plain(ch) else f"#{ord(ch)};" for ch in text)
 
 
 def _short(name: str) -> str:
@@ -360,16 +369,16 @@ _SHAPES = {"source": ('[("', '")]'), "seed": ('(["', '"])'), "snapshot": ('[["',
 def _node_line(box: str, node: LineageNode) -> str:
     lines = [escape(_short(node.name)), escape(status_words(node))]
     if node.tests:
-        lines.append(escape(f"tests: {node.tests.words()}"))
+        lines.append(escape(f"tests · {node.tests.words()}"))
     opening, closing = _SHAPES.get(node.resource_type, ('["', '"]'))
     return f"  {box}{opening}{'<br/>'.join(lines)}{closing}:::{look_of(node.status).css_class}"
 
 
 def _fold_line(box: str, fold: Fold) -> str:
     counts = " · ".join(f"{n:,} {_symbol_and_word(status)}" for status, n in fold.statuses)
-    lines = [escape(f"{_short(fold.folder)}: {len(fold.members):,} folded"), escape(counts)]
+    lines = [escape(f"{_short(fold.folder)} · {len(fold.members):,} folded"), escape(counts)]
     if fold.tests:
-        lines.append(escape(f"tests: {fold.tests.words()}"))
+        lines.append(escape(f"tests · {fold.tests.words()}"))
     return f'  {box}["{"<br/>".join(lines)}"]:::fold_{fold.look.css_class}'
 
 
@@ -400,6 +409,11 @@ def render_mermaid(picture: Picture, task_run_url: Callable[[Any], str] | None =
     return "\n".join(lines)
 
 
+def utf16_length(text: str) -> int:
+    """The length mermaid measures (JavaScript's, in UTF-16 code units: an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 @dataclass(frozen=True)
 class Lineage:
     """The picture and its text, within mermaid's limits."""
@@ -418,7 +432,7 @@ def draw_lineage(
     while True:
         picture = plan_picture(nodes, max_boxes)
         text = render_mermaid(picture, task_run_url)
-        within = len(text) <= MAX_TEXT and len(picture.edges) <= MAX_EDGES
+        within = utf16_length(text) <= MAX_TEXT and len(picture.edges) <= MAX_EDGES
         if within or max_boxes <= MAX_FOLDS:
             return Lineage(picture, text)
         max_boxes = max(MAX_FOLDS, int(max_boxes * 0.75))
