@@ -67,6 +67,18 @@ def event_window(url: str, flow_run_id: Any) -> tuple[dt.datetime, dt.datetime]:
     return since, until
 
 
+def asset_links(url: str, flow_run_id: Any) -> Any:
+    """The V1 event feed address of one asset's events, in the same time range as the
+    report's link to the flow run's asset events (``url``)."""
+    since, until = (t.strftime("%Y-%m-%dT%H:%M:%S.000Z") for t in event_window(url, flow_run_id))
+
+    def link(key: str) -> str:
+        resource = key.replace("/", "%2F")
+        return f"{UI}/events?resource={resource}&events=prefect.asset.*&type=range&startDate={since}&endDate={until}"
+
+    return link
+
+
 @pytest.fixture(scope="module")
 def several_invokes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One flow run, five invokes: the report of each, or none, lands on the flow (or task) run."""
@@ -135,7 +147,8 @@ def sections(markdown: str) -> dict[str, list[str]]:
 LEGEND = (
     "What this run built and read, left to right. Colour and words give each node's dbt status: ✓ success, "
     "⚠ warn, ✗ error or fail, ⊘ skipped, – no-op, ↻ cached; dotted boxes were read, not run. Tests are "
-    "counted on the node they check. Click a node to open its task run."
+    "counted on the node they check; a red (amber) border on a node that ran says one of its tests failed "
+    "(warned). Click a node to open its task run."
 )
 
 
@@ -180,14 +193,17 @@ def test_the_markdown_report_has_counts_lineage_assets_slowest_nodes_and_a_node_
         "",
     ]
     url = several_invokes["seed_report"].asset_events_url
-    event_window(url, several_invokes["flow_run_id"])
+    own = asset_links(url, several_invokes["flow_run_id"])
+    # The keys' common start once; each key then links to that asset's own events.
     assert found["## Assets (3)"] == [
+        "",
+        "Keys start with `duckdb://shop/main_raw/`; each links to that asset's events.",
         "",
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
-        "| `duckdb://shop/main_raw/raw_customers` | materialized | 21 |  |",
-        "| `duckdb://shop/main_raw/raw_orders` | materialized | 30 |  |",
-        "| `duckdb://shop/main_raw/raw_products` | materialized | 10 |  |",
+        f"| [`raw_customers`]({own('duckdb://shop/main_raw/raw_customers')}) | materialized | 21 |  |",
+        f"| [`raw_orders`]({own('duckdb://shop/main_raw/raw_orders')}) | materialized | 30 |  |",
+        f"| [`raw_products`]({own('duckdb://shop/main_raw/raw_products')}) | materialized | 10 |  |",
         "",
         f"Their events, with this lineage: [this flow run's asset events]({url})",
         "",
@@ -299,19 +315,22 @@ def test_the_assets_section_lists_each_asset_with_its_upstream_keys_outcome_and_
     lines = markdown.splitlines()
     start = lines.index("## Assets (7)")
     url = report.asset_events_url
+    own = asset_links(url, broken_build["flow_run_id"])
     assert lines[start : lines.index("## Slowest nodes")] == [
         "## Assets (7)",
+        "",
+        "Keys start with `duckdb://shop/`; each links to that asset's events.",
         "",
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
         # How many upstream assets and the first names: the Lineage picture has them all.
-        "| `duckdb://shop/main_marts/orders` | not built (skipped) |  | 3: stg_orders, stg_payments, … |",
-        "| `duckdb://shop/main_marts/product_revenue` | not built (skipped) |  | 2: orders, stg_products |",
-        "| `duckdb://shop/main_raw/raw_orders` | materialized | 30 |  |",
-        "| `duckdb://shop/main_raw/raw_products` | materialized | 10 |  |",
-        "| `duckdb://shop/main_staging/stg_orders` | materialized | 30 | 1: raw_orders |",
-        "| `duckdb://shop/main_staging/stg_payments` | failed |  | 1: payments |",
-        "| `duckdb://shop/main_staging/stg_products` | materialized |  | 1: raw_products |",
+        f"| [`main_marts/orders`]({own(ORDERS)}) | not built (skipped) |  | 3: stg_orders, stg_payments, … |",
+        f"| [`main_marts/product_revenue`]({own(PRODUCT_REVENUE)}) | not built (skipped) |  | 2: orders, stg_products |",
+        f"| [`main_raw/raw_orders`]({own(RAW_ORDERS)}) | materialized | 30 |  |",
+        f"| [`main_raw/raw_products`]({own(RAW_PRODUCTS)}) | materialized | 10 |  |",
+        f"| [`main_staging/stg_orders`]({own(STG_ORDERS)}) | materialized | 30 | 1: raw_orders |",
+        f"| [`main_staging/stg_payments`]({own(STG_PAYMENTS)}) | failed |  | 1: payments |",
+        f"| [`main_staging/stg_products`]({own(STG_PRODUCTS)}) | materialized |  | 1: raw_products |",
         "",
         f"Their events, with this lineage: [this flow run's asset events]({url})",
         "",
@@ -429,11 +448,12 @@ def test_the_assets_section_counts_the_upstream_assets_names_the_first_and_lists
     ]
     report = RunReport(project="p", command="build", assets=assets, flow_run_id="f00")
     lines = render_markdown(report).splitlines()
-    first = lines[lines.index(f"## Assets ({MAX_MARKDOWN_NODES + 5})") + 4]
-    # The count, then as many whole names as fit in 36 characters: the column stays narrow.
-    assert first == "| `duckdb://db/main/a\\|b` | materialized | 7 | 20: parent_00, parent_01, parent_02, … |"
-    assert lines.count("| `duckdb://db/main/m0000` | not built (no-op) |  |  |") == 1
-    assert sum(line.startswith("| `duckdb://db/main/m") for line in lines) == MAX_MARKDOWN_NODES - 1
+    start = lines.index(f"## Assets ({MAX_MARKDOWN_NODES + 5})")
+    assert lines[start + 2] == "Keys start with `duckdb://db/main/`."
+    # The count, then as many whole names as fit in 30 characters: the column stays narrow.
+    assert lines[start + 6] == "| `a\\|b` | materialized | 7 | 20: parent_00, parent_01, … |"
+    assert lines.count("| `m0000` | not built (no-op) |  |  |") == 1
+    assert sum(line.startswith("| `m") for line in lines) == MAX_MARKDOWN_NODES - 1
     # Without the UI's address, the section says where the events are instead of linking them.
     assert lines[-3:] == [
         "… and 5 more assets: their keys and statuses are in the table artifact `dbt-p-build-nodes`.",
@@ -447,11 +467,12 @@ def test_long_names_are_cut_in_the_middle_so_that_the_tables_fit_the_v2_page() -
     long_test = "accepted_values_customers_customer_segment__prospect__new__returning"
     nodes = [NodeReport(f"test.p.{long_test}", long_test, "test", "pass", "", 0.1, task_run_name=f"test {long_test}")]
     parent = "duckdb://db/main/a_very_long_staging_model_name_for_orders"
-    assets = [AssetReport("duckdb://db/main/m", (parent,), "materialized", 1)]
+    key = "duckdb://db/main_marts/data_test_mutually_exclusive_ranges_with_gaps_zero_length"
+    assets = [AssetReport(key, (parent,), "materialized", 1), AssetReport("duckdb://db/main/m", (), "materialized", 2)]
     text = render_markdown(RunReport(project="p", command="build", nodes=nodes, assets=assets))
-    assert "| accepted_values_cust…ect__new__returning | test | pass | 0.10 |  |" in text
-    assert "| test accepted_values_cus…rospect__new__returning | pass | 0.10 |" in text
-    assert "| `duckdb://db/main/m` | materialized | 1 | 1: a_very_long_…_for_orders |" in text
+    assert "| accepted_values_cu…t__new__returning | test | pass | 0.10 |  |" in text
+    assert "| test accepted_values_c…spect__new__returning | pass | 0.10 |" in text
+    assert "| `main_marts/data_test_m…with_gaps_zero_length` | materialized | 1 | 1: a_very_l…_orders |" in text
 
 
 def test_event_feed_links() -> None:

@@ -363,14 +363,12 @@ class Expected:
         return cls(results, labels)
 
 
-def short(name: str) -> str:
-    return name if len(name) <= 48 else name[:47] + "…"
-
-
 FOLD_LABEL = re.compile(r"^(.*) · ([\d,]+) folded$")
 
 
 def diagram_problems(state: dict[str, Any], expected: Expected | None) -> list[str]:
+    from dbt_prefect.runner.report.mermaid import short_name  # how the picture shortens a name
+
     problems = [f"the lineage picture shows {error!r}" for error in state.get("errors", [])]
     if state.get("svgs") != 1:
         problems.append(f"the run report has {state.get('svgs')} lineage pictures, not 1")
@@ -388,7 +386,7 @@ def diagram_problems(state: dict[str, Any], expected: Expected | None) -> list[s
     folded = sum(int(FOLD_LABEL.match(lines[0]).group(2).replace(",", "")) for lines in folds)  # type: ignore[union-attr]
     for resource_type, name, status in expected.results:
         must = not folds or status in ("error", "fail", "runtime error", "warn")
-        seen = drawn.get(short(name), [])
+        seen = drawn.get(short_name(name), [])
         if not seen:
             if must:
                 problems.append(f"the lineage picture lacks {resource_type} {name!r} ({status})")
@@ -731,6 +729,17 @@ def check_everything(browser: Browser, api_url: str, out: Path, shots: Path | No
             results.append(Checked(link, [f"the run report's event feed link is not in the {wanted} UI"]))
         else:
             results.append(check_page(browser, link, out, f"03-{wanted}-event-feed-from-report"))
+    # Each asset's key links to that asset's own events.
+    browser.open(kinds["run-report"])
+    browser.wait_for(ready_expression("run-report", wanted))
+    own = browser.evaluate(
+        "[...document.querySelectorAll('.prose table a, article.markdown-renderer table a')].map(a => a.href)"
+    )
+    if not own:
+        results.append(Checked(kinds["run-report"], ["the Assets table does not link the assets' events"]))
+    else:
+        print(f"     the Assets table links {own[0]}", flush=True)
+        results.append(check_page(browser, own[0], out, f"03-{wanted}-one-assets-events"))
     results.append(follow_a_node(browser, kinds["run-report"], "orders", out, f"04-{wanted}-task-run", shots))
     if wanted == "v2":
         for index, kind in enumerate(order, start=5):

@@ -54,7 +54,7 @@ def edges(text: str) -> set[tuple[str, str]]:
 
 # -- a small build, drawn whole ------------------------------------------------------------
 def test_a_small_build_is_drawn_whole_with_status_in_colour_and_words_and_links_to_task_runs() -> None:
-    nodes = pipeline_build(2, depth=4, failed=[(1, 2)])
+    nodes = pipeline_build(2, depth=4, failed=[(1, 2)], failed_tests=[(0, 3)])
     text = draw_lineage(nodes, task_run_page).text
     assert text == "\n".join(
         [
@@ -64,14 +64,17 @@ def test_a_small_build_is_drawn_whole_with_status_in_colour_and_words_and_links_
             "  classDef skipped fill:#e5e7eb,stroke:#4b5563,color:#1f2937,stroke-dasharray:5 3",
             "  classDef succeeded fill:#dcfce7,stroke:#15803d,color:#14532d",
             "  classDef read fill:#f8fafc,stroke:#94a3b8,color:#334155,stroke-dasharray:2 2",
+            "  classDef testfailed stroke:#dc2626,stroke-width:4px",
             '  n0[("p0000_l0<br/>source")]:::read',
             '  n1(["p0000_l1<br/>seed · ✓ success"]):::succeeded',
             '  n2["p0000_l2<br/>model · ✓ success<br/>tests · 2 passed"]:::succeeded',
-            '  n3["p0000_l3<br/>model · ✓ success<br/>tests · 2 passed"]:::succeeded',
+            '  n3["p0000_l3<br/>model · ✓ success<br/>tests · 1 failed, 1 passed"]:::succeeded',
             '  n4[("p0001_l0<br/>source")]:::read',
             '  n5(["p0001_l1<br/>seed · ✓ success"]):::succeeded',
             '  n6["p0001_l2<br/>model · ✗ error<br/>tests · 2 skipped"]:::failed',
             '  n7["p0001_l3<br/>model · ⊘ skipped<br/>tests · 2 skipped"]:::skipped',
+            # The model whose test failed keeps its colour, with a failure's border.
+            "  class n3 testfailed",
             "  n0 --> n2",
             "  n1 --> n2",
             "  n2 --> n3",
@@ -91,6 +94,30 @@ def test_a_small_build_is_drawn_whole_with_status_in_colour_and_words_and_links_
     assert labels(text)["n0"] == ["p0000_l0", "source"]
     # No link without a UI to link to.
     assert "click" not in draw_lineage(nodes).text
+
+
+def test_the_part_of_the_build_that_failed_is_drawn_first_at_the_top_of_the_picture() -> None:
+    nodes = pipeline_build(3, depth=3, failed=[(2, 2)], failed_tests=[])
+    warned = [LineageNode("model.p.w", "w", "model", "warn", "models", parents=(node_id(1, 2),))]
+    picture = plan_picture(nodes + warned)
+    # Pipeline 2 (an error), then pipeline 1 (a warning downstream), then pipeline 0.
+    assert [n.unique_id for n in picture.shown] == [
+        *(node_id(2, layer) for layer in range(3)),
+        *(node_id(1, layer) for layer in range(3)),
+        "model.p.w",
+        *(node_id(0, layer) for layer in range(3)),
+    ]
+
+
+def test_a_warned_test_gives_an_amber_border_and_a_failed_node_keeps_its_own() -> None:
+    nodes = [
+        LineageNode("model.p.a", "a", "model", "success", "models", tests=CheckCounts(passed=1, warned=1)),
+        LineageNode("model.p.b", "b", "model", "error", "models", tests=CheckCounts(failed=1)),
+    ]
+    text = draw_lineage(nodes).text
+    assert "  classDef testwarned stroke:#d97706,stroke-width:3px" in text.splitlines()
+    assert "  class n1 testwarned" in text.splitlines()
+    assert "testfailed" not in text
 
 
 @pytest.mark.parametrize(
@@ -120,7 +147,7 @@ def test_every_status_has_its_colour_and_its_words(status: str | None, css_class
 def test_tests_are_counts_on_the_node_they_check_not_nodes() -> None:
     node = LineageNode("model.p.m", "m", "model", "success", "models", tests=CheckCounts(passed=3, warned=1, failed=2))
     text = draw_lineage([node]).text
-    assert labels(text) == {"n0": ["m", "model · ✓ success", "tests · 3 passed, 1 warned, 2 failed"]}
+    assert labels(text) == {"n0": ["m", "model · ✓ success", "tests · 2 failed, 1 warned, 3 passed"]}
 
 
 # -- escaping ------------------------------------------------------------------------------
@@ -168,10 +195,10 @@ def test_escape_turns_every_other_character_into_a_numeric_entity_code() -> None
     assert escape("x:#1;") == "x#58;#35;1#59;"
 
 
-def test_long_names_are_cut_to_48_characters() -> None:
-    name = "n" * 60
+def test_long_names_are_cut_in_the_middle_to_32_characters() -> None:
+    name = "accepted_values_customers_customer_segment__prospect__new__returning"
     node = LineageNode("model.p.long", name, "model", "success", "models")
-    assert labels(draw_lineage([node]).text)["n0"][0] == "n" * 47 + "…"
+    assert labels(draw_lineage([node]).text)["n0"][0] == "accepted_values_…_new__returning"
 
 
 # -- large builds: at most about 150 boxes --------------------------------------------------
@@ -180,7 +207,12 @@ def test_up_to_150_nodes_every_node_is_drawn(size: int) -> None:
     nodes = pipeline_build(size // 10, failed=[(1, 4)])
     assert len(nodes) == size
     lineage = draw_lineage(nodes, task_run_page)
-    assert [n.unique_id for n in lineage.picture.shown] == [n.unique_id for n in nodes]
+    # Every node, the failed pipeline first.
+    assert [n.unique_id for n in lineage.picture.shown] == [
+        *(n.unique_id for n in nodes[10:20]),
+        *(n.unique_id for n in nodes[:10]),
+        *(n.unique_id for n in nodes[20:]),
+    ]
     assert lineage.picture.folds == ()
     assert len(labels(lineage.text)) == size
     # Every edge of the build, and nothing folded to say.
@@ -297,10 +329,10 @@ def test_too_many_edges_for_mermaid_folds_the_picture_further() -> None:
 
 
 def test_too_much_text_for_mermaid_folds_the_picture_further() -> None:
-    # 150 failed models named with 47 bars (#124; to mermaid) and linked: about 56,000
-    # characters drawn whole.
+    # 150 failed models named with 31 private-use characters (#983040; to mermaid), and
+    # linked: about 54,000 characters drawn whole.
     nodes = [
-        LineageNode(f"model.p.m{i}", "|" * 47 + str(i % 10), "model", "error", f"models/g{i % 4}", task_run_id=i)
+        LineageNode(f"model.p.m{i}", "\U000f0000" * 31 + str(i % 10), "model", "error", f"models/g{i % 4}", task_run_id=i)
         for i in range(150)
     ]
     whole = plan_picture(nodes)

@@ -39,6 +39,24 @@ def _utc_text(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
+def _v1_feed(ui: str, resource: str, since: dt.datetime | None, until: dt.datetime | None) -> str:
+    params = [("resource", resource), ("events", ASSET_EVENTS)]
+    if since is not None and until is not None:
+        params += [("type", "range"), ("startDate", _utc_text(since)), ("endDate", _utc_text(until))]
+    return f"{ui}/events?{urlencode(params, safe=':*')}"
+
+
+def _v2_feed(ui: str, resource: str, since: dt.datetime | None, until: dt.datetime | None) -> str:
+    # V2's router reads list parameters as JSON arrays, and a range as rangeType, start, end.
+    def value(item: Any) -> str:
+        return quote(item if isinstance(item, str) else json.dumps(item, separators=(",", ":")), safe=":*")
+
+    params: list[tuple[str, Any]] = [("resource", [resource]), ("events", [ASSET_EVENTS])]
+    if since is not None and until is not None:
+        params += [("rangeType", "range"), ("start", _utc_text(since)), ("end", _utc_text(until))]
+    return f"{ui}/events?" + "&".join(f"{name}={value(item)}" for name, item in params)
+
+
 def event_feed_url(
     ui: str, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> str:
@@ -47,25 +65,14 @@ def event_feed_url(
     ``resource`` matches the event's resource or a related one (every event emitted in a
     flow run is related to it); ``events`` ending in ``*`` is a name prefix. Without
     ``since`` and ``until`` the page shows the past day only."""
-    params = [("resource", f"prefect.flow-run.{flow_run_id}"), ("events", ASSET_EVENTS)]
-    if since is not None and until is not None:
-        params += [("type", "range"), ("startDate", _utc_text(since)), ("endDate", _utc_text(until))]
-    return f"{ui}/events?{urlencode(params, safe=':*')}"
+    return _v1_feed(ui, f"prefect.flow-run.{flow_run_id}", since, until)
 
 
 def v2_event_feed_url(
     ui: str, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
 ) -> str:
-    """V2's event feed with the same filter. Its router reads list parameters as JSON
-    arrays, and a time range as ``rangeType=range&start=..&end=..``."""
-
-    def value(item: Any) -> str:
-        return quote(item if isinstance(item, str) else json.dumps(item, separators=(",", ":")), safe=":*")
-
-    params: list[tuple[str, Any]] = [("resource", [f"prefect.flow-run.{flow_run_id}"]), ("events", [ASSET_EVENTS])]
-    if since is not None and until is not None:
-        params += [("rangeType", "range"), ("start", _utc_text(since)), ("end", _utc_text(until))]
-    return f"{ui}/events?" + "&".join(f"{name}={value(item)}" for name, item in params)
+    """V2's event feed with the same filter."""
+    return _v2_feed(ui, f"prefect.flow-run.{flow_run_id}", since, until)
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,14 @@ class UiPages:
 
     def event_feed(self, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None) -> str:
         """The event feed, showing this flow run's asset events (between ``since`` and ``until``)."""
-        build = v2_event_feed_url if self.version == V2 else event_feed_url
-        return build(self.root, flow_run_id, since, until)
+        feed = _v2_feed if self.version == V2 else _v1_feed
+        return feed(self.root, f"prefect.flow-run.{flow_run_id}", since, until)
+
+    def asset_events(self, key: str, since: dt.datetime | None = None, until: dt.datetime | None = None) -> str:
+        """The event feed, showing one asset's events: its materializations, with their
+        lineage, and its references. The open-source UI has no page of its own for an asset."""
+        feed = _v2_feed if self.version == V2 else _v1_feed
+        return feed(self.root, key, since, until)
 
 
 def pages_from_ui_settings(ui: str, answer: Any) -> UiPages:

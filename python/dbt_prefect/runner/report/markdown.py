@@ -6,15 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from dbt_prefect.runner.report.links import V1
-from dbt_prefect.runner.report.mermaid import LOOKS, describe_folding, draw_lineage
+from dbt_prefect.runner.report.mermaid import LOOKS, describe_folding, draw_lineage, short_name
 from dbt_prefect.runner.report.model import ASSET_EVENTS, MAX_CELL, MAX_MARKDOWN_NODES, RunReport
 
 # Names in the tables are cut in the middle beyond these lengths, so that each table
 # stays inside the V2 UI's content column (about 690 px at a 1,400 px window).
-NODE_NAME = 40
-SLOWEST_NAME = 48
-UPSTREAM_NAME = 24
-UPSTREAM_NAMES = 36
+NODE_NAME = 36
+SLOWEST_NAME = 44
+KEY_SHOWN = 44
+UPSTREAM_NAME = 16
+UPSTREAM_NAMES = 30
 
 
 def _cell(text: Any) -> str:
@@ -36,15 +37,6 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _middle(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters, its middle cut out: the end of a dbt name
-    (a test's column and values) tells it apart as much as its start."""
-    if len(text) <= limit:
-        return text
-    head = limit // 2
-    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
-
-
 def _lineage_section(report: RunReport) -> list[str]:
     if not report.lineage:
         return []
@@ -55,7 +47,8 @@ def _lineage_section(report: RunReport) -> list[str]:
         f"What this run built and read, left to right. Colour and words give each node's dbt status: "
         f"{symbols['succeeded']} success, {symbols['warned']} warn, {symbols['failed']} error or fail, "
         f"{symbols['skipped']} skipped, {symbols['noop']} no-op, {symbols['cached']} cached; "
-        "dotted boxes were read, not run. Tests are counted on the node they check."
+        "dotted boxes were read, not run. Tests are counted on the node they check; a red (amber) border "
+        "on a node that ran says one of its tests failed (warned)."
     )
     if pages is not None and any(node.task_run_id is not None for node in lineage.picture.shown):
         legend += " Click a node to open its task run."
@@ -78,7 +71,7 @@ def _upstream_cell(keys: Sequence[str]) -> str:
         return ""
     names: list[str] = []
     for key in keys:
-        name = _middle(key.rstrip("/").rsplit("/", 1)[-1], UPSTREAM_NAME)
+        name = short_name(key.rstrip("/").rsplit("/", 1)[-1], UPSTREAM_NAME)
         if names and len(", ".join([*names, name])) > UPSTREAM_NAMES:
             break
         names.append(name)
@@ -86,19 +79,42 @@ def _upstream_cell(keys: Sequence[str]) -> str:
     return f"{len(keys)}: {_cell(', '.join(names))}{more}"
 
 
+def _key_prefix(keys: Sequence[str]) -> str:
+    """What every key starts with, up to a '/' past the scheme (``duckdb://shop/``); "" if nothing."""
+    if not keys:
+        return ""
+    first, last = min(keys), max(keys)
+    common = first[: next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))]
+    prefix = common[: common.rfind("/") + 1]
+    scheme = prefix.find("://")
+    return prefix if scheme > 0 and len(prefix) > scheme + 3 else ""
+
+
 def _assets_section(report: RunReport) -> list[str]:
     if not report.assets:
         return []
-    lines = [
-        f"## Assets ({len(report.assets)})",
-        "",
-        # The long upstream list last, so that a narrow page still shows the outcome.
+    listed = report.assets[:MAX_MARKDOWN_NODES]
+    # Keys run long (relation names): the column shows what follows their common start,
+    # cut in the middle past KEY_SHOWN characters, and links each to its events.
+    prefix = _key_prefix([asset.key for asset in listed])
+    pages, window = report.ui, report.asset_events_window or (None, None)
+    lines = [f"## Assets ({len(report.assets)})", ""]
+    linked = "each links to that asset's events" if pages is not None else ""
+    if prefix:
+        lines += [f"Keys start with `{_cell(prefix)}`" + (f"; {linked}." if linked else "."), ""]
+    elif linked:
+        lines += ["Each key links to that asset's events.", ""]
+    lines += [
+        # The upstream column last, so that a narrow page still shows the outcome.
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
     ]
-    for asset in report.assets[:MAX_MARKDOWN_NODES]:
+    for asset in listed:
         rows = "" if asset.row_count is None else str(asset.row_count)
-        lines.append(f"| `{_cell(asset.key)}` | {asset.outcome} | {rows} | {_upstream_cell(asset.upstream)} |")
+        shown = f"`{_cell(short_name(asset.key[len(prefix) :], KEY_SHOWN))}`"
+        if pages is not None:
+            shown = f"[{shown}]({pages.asset_events(asset.key, *window)})"
+        lines.append(f"| {shown} | {asset.outcome} | {rows} | {_upstream_cell(asset.upstream)} |")
     hidden = len(report.assets) - MAX_MARKDOWN_NODES
     if hidden > 0:
         lines += [
@@ -144,7 +160,7 @@ def render_markdown(report: RunReport) -> str:
     if slowest:
         lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
         lines += [
-            f"| {_cell(_middle(n.task_run_name, SLOWEST_NAME))} | {n.status} | {_seconds(n.duration)} |"
+            f"| {_cell(short_name(n.task_run_name, SLOWEST_NAME))} | {n.status} | {_seconds(n.duration)} |"
             for n in slowest
         ]
         lines.append("")
@@ -157,7 +173,7 @@ def render_markdown(report: RunReport) -> str:
         ]
         for n in report.nodes[:MAX_MARKDOWN_NODES]:
             rows = "" if n.rows_affected is None else str(n.rows_affected)
-            name = _cell(_middle(n.name, NODE_NAME))
+            name = _cell(short_name(n.name, NODE_NAME))
             lines.append(f"| {name} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} |")
         hidden = len(report.nodes) - MAX_MARKDOWN_NODES
         if hidden > 0:

@@ -31,7 +31,9 @@ MIN_USEFUL_FOLDS = 3
 # Below mermaid's own limits (50,000 characters, 500 edges), with a margin.
 MAX_TEXT = 45_000
 MAX_EDGES = 450
-MAX_NAME = 48
+# A longer name is cut in the middle (a dbt name's end tells it apart as much as its
+# start): narrower boxes, so that the UI scales the picture down less to fit its column.
+MAX_NAME = 32
 
 # -- the records -------------------------------------------------------------------------
 
@@ -68,8 +70,8 @@ class CheckCounts:
         return cls(passed=1)
 
     def words(self) -> str:
-        """``3 passed, 1 failed``: the counts that are not zero."""
-        counts = (("passed", self.passed), ("warned", self.warned), ("failed", self.failed), ("skipped", self.skipped))
+        """``1 failed, 3 passed``: the counts that are not zero, the worst first."""
+        counts = (("failed", self.failed), ("warned", self.warned), ("passed", self.passed), ("skipped", self.skipped))
         return ", ".join(f"{n:,} {word}" for word, n in counts if n)
 
 
@@ -114,6 +116,12 @@ LOOKS = {
     "noop": Look("noop", "–", "fill:#f1f5f9,stroke:#64748b,color:#334155", 6),
     "read": Look("read", "", "fill:#f8fafc,stroke:#94a3b8,color:#334155,stroke-dasharray:2 2", 7),
 }
+# A node that ran but whose tests failed (or warned) keeps its own colour, with the border
+# of a failure (or a warning): found at a glance, and its own status still true.
+TEST_BORDERS = {
+    "testfailed": "stroke:#dc2626,stroke-width:4px",
+    "testwarned": "stroke:#d97706,stroke-width:3px",
+}
 _OUTCOME_LOOK = {
     Outcome.FAILED: "failed",
     Outcome.WARNED: "warned",
@@ -121,8 +129,9 @@ _OUTCOME_LOOK = {
     Outcome.NO_OP: "noop",
     Outcome.SUCCEEDED: "succeeded",
 }
-# Edges in a grey that shows on the dark panel of both themes (the UI's own line colour,
-# its border colour, disappears in the dark theme).
+# Edges in a grey that shows on the dark panel of both themes: the UI's own line colour,
+# its border colour, disappears in the dark theme. (A directive's spacing settings, which
+# would make a tall picture shorter, have no effect in the UI: checked in Prefect 3.9.1.)
 INIT = '%%{init: {"themeVariables": {"lineColor": "#8b95a5"}}}%%'
 
 
@@ -191,9 +200,13 @@ def escape(text: str) -> str:
     return "".join(ch if _plain(ch) else f"#{ord(ch)};" for ch in text)
 
 
-def _short(name: str) -> str:
+def short_name(name: str, limit: int = MAX_NAME) -> str:
+    """``name`` on one line, at most ``limit`` characters, its middle cut out if longer."""
     name = " ".join(name.split()) or "?"
-    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 1] + "…"
+    if len(name) <= limit:
+        return name
+    head = limit // 2
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head) :]
 
 
 # -- choosing what to draw -----------------------------------------------------------------
@@ -316,6 +329,30 @@ def _fold(folded: Sequence[LineageNode]) -> tuple[list[Fold], dict[str, str]]:
     return folds, box_of
 
 
+def _failures_first(shown: Sequence[LineageNode]) -> list[LineageNode]:
+    """The nodes in the order mermaid stacks them from the top: first the connected groups
+    with a failure (then a warning, then a skip), so that a tall picture of a wide project
+    shows its failed model at the top. Within a group, the order is kept."""
+    index = {n.unique_id: i for i, n in enumerate(shown)}
+    group = list(range(len(shown)))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for i, node in enumerate(shown):
+        for parent in node.parents:
+            if parent in index:
+                group[root(i)] = root(index[parent])
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(shown)):
+        members[root(i)].append(i)
+    ordered = sorted(members.values(), key=lambda m: (min(_concern(shown[i]) for i in m), m[0]))
+    return [shown[i] for m in ordered for i in m]
+
+
 def _split(
     nodes: Sequence[LineageNode], picked: Sequence[tuple[str, str]]
 ) -> tuple[list[LineageNode], list[LineageNode], list[Fold], dict[str, str]]:
@@ -350,10 +387,11 @@ def plan_picture(nodes: Sequence[LineageNode], max_boxes: int = MAX_BOXES) -> Pi
         cut = sum(1 for unique_id, _ in ranked[budget:] if _concern(by_id[unique_id]) < 3)
     if not folded:
         folds, box_of = [], {}
+    shown = _failures_first(shown)
     ids = {n.unique_id: f"n{i}" for i, n in enumerate(shown)}
     box_of.update(ids)
     edges: dict[tuple[str, str], None] = {}
-    for node in nodes:
+    for node in [*shown, *folded]:
         target = box_of[node.unique_id]
         for parent in node.parents:
             source = box_of.get(parent)
@@ -367,7 +405,7 @@ _SHAPES = {"source": ('[("', '")]'), "seed": ('(["', '"])'), "snapshot": ('[["',
 
 
 def _node_line(box: str, node: LineageNode) -> str:
-    lines = [escape(_short(node.name)), escape(status_words(node))]
+    lines = [escape(short_name(node.name)), escape(status_words(node))]
     if node.tests:
         lines.append(escape(f"tests · {node.tests.words()}"))
     opening, closing = _SHAPES.get(node.resource_type, ('["', '"]'))
@@ -376,7 +414,7 @@ def _node_line(box: str, node: LineageNode) -> str:
 
 def _fold_line(box: str, fold: Fold) -> str:
     counts = " · ".join(f"{n:,} {_symbol_and_word(status)}" for status, n in fold.statuses)
-    lines = [escape(f"{_short(fold.folder)} · {len(fold.members):,} folded"), escape(counts)]
+    lines = [escape(f"{short_name(fold.folder)} · {len(fold.members):,} folded"), escape(counts)]
     if fold.tests:
         lines.append(escape(f"tests · {fold.tests.words()}"))
     return f'  {box}["{"<br/>".join(lines)}"]:::fold_{fold.look.css_class}'
@@ -393,8 +431,21 @@ def render_mermaid(picture: Picture, task_run_url: Callable[[Any], str] | None =
         if look.css_class in folded_looks:
             solid = ",".join(part for part in look.style.split(",") if not part.startswith("stroke-dasharray"))
             lines.append(f"  classDef fold_{look.css_class} {solid},stroke-dasharray:8 4")
+    bordered: dict[str, list[str]] = defaultdict(list)
+    for index, node in enumerate(picture.shown):
+        concern = look_of(node.status).rank
+        if node.tests.failed and concern > LOOKS["failed"].rank:
+            bordered["testfailed"].append(f"n{index}")
+        elif node.tests.warned and concern > LOOKS["warned"].rank:
+            bordered["testwarned"].append(f"n{index}")
+    for name, style in TEST_BORDERS.items():
+        if bordered[name]:
+            lines.append(f"  classDef {name} {style}")
     for index, node in enumerate(picture.shown):
         lines.append(_node_line(f"n{index}", node))
+    for name in TEST_BORDERS:
+        if bordered[name]:
+            lines.append(f"  class {','.join(bordered[name])} {name}")
     for index, fold in enumerate(picture.folds):
         lines.append(_fold_line(f"f{index}", fold))
     targets: dict[str, list[str]] = defaultdict(list)

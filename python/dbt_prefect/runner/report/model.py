@@ -108,6 +108,8 @@ class RunReport:
     # The Prefect UI's event feed, filtered to this flow run's asset events, when the UI's
     # address is known. Prefect's open-source server has no assets page; this one exists.
     asset_events_url: str | None = None
+    # The same events' time range, which each asset's own link to its events keeps to.
+    asset_events_window: tuple[Any, Any] | None = None
     # The lineage picture's nodes: what ran, what it read, with their tests (lineage.py).
     lineage: list[LineageNode] = field(default_factory=list)
     # The pages of the UI the server's users get by default (links.UiPages), when known:

@@ -114,8 +114,8 @@ def publish_run_report(
         # Links open the UI this server's users get by default (V2's pages on Prefect 3.9).
         report.ui = ui_pages()
         if report.ui is not None and report.assets:
-            window = _asset_events_window(recorder.finished)
-            since, until = window if window is not None else (None, None)
+            report.asset_events_window = _asset_events_window(recorder.finished)
+            since, until = report.asset_events_window or (None, None)
             report.asset_events_url = report.ui.event_feed(report.flow_run_id, since, until)
         parent = target.parent_task_run
         publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
