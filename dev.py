@@ -30,8 +30,8 @@ PREFECT_HOME = ROOT / ".prefect-home"
 DEMO_API_URL = "http://127.0.0.1:4200/api"
 
 # Prints the Prefect UI pages of the demo's latest flow run, one "label: url" a line, in
-# the UI the server's users get by default (V2, under /v2/, on Prefect 3.9 unless turned
-# off; V1 before). It runs in .venv, where the Prefect client and dbt-prefect's link
+# the UI the server gives by default (its /ui-settings: V2, under /v2/, unless turned off
+# with PREFECT_SERVER_UI_V2_ENABLED=false). It runs in .venv, where the Prefect client and dbt-prefect's link
 # helpers are. Only pages Prefect's open-source UI serves: it has no assets page, so the
 # assets are shown by the run report's Lineage and Assets sections and by the event feed
 # filtered to the run's asset events.

@@ -14,7 +14,7 @@ Without URLs it starts its own Prefect server on a free 127.0.0.1 port (state in
 temporary directory, stopped at the end) and:
 
 1. runs `python3 dev.py demo` against it. Every page the demo prints must be in the UI the
-   server gives by default (`/v2/...` on Prefect 3.9, whose default is V2; V1 before);
+   server gives by default (its /ui-settings: V2, under `/v2/`, unless turned off);
 2. checks the V2 pages: the flow run, the run report, the event feed of the run's asset
    events, and the task run a click on a node of the lineage picture opens (with its dbt
    log lines); then the same run's V1 pages;

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from dbt_prefect.runner.report.mermaid import LineageNode, CheckCounts
+from dbt_prefect.runner.report.mermaid import CheckCounts, LineageNode
 
 
 def node_id(pipeline: int, layer: int) -> str:

@@ -15,8 +15,8 @@ from dbt_prefect.runner.report.mermaid import (
     MAX_EDGES,
     MAX_FOLDS,
     MAX_TEXT,
-    LineageNode,
     CheckCounts,
+    LineageNode,
     describe_folding,
     draw_lineage,
     escape,
@@ -24,7 +24,6 @@ from dbt_prefect.runner.report.mermaid import (
     render_mermaid,
     utf16_length,
 )
-
 from support.lineage_graphs import node_id, pipeline_build
 
 

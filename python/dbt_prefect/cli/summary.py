@@ -163,8 +163,8 @@ def _served_pages() -> UiPages | None:
 
 
 def flow_run_url(flow_run_id: Any) -> str | None:
-    """The flow run's page in the UI this server's users get by default (V2's on Prefect
-    3.9, unless turned off); None when the server serves no UI (ephemeral mode, or started
+    """The flow run's page in the UI this server's users get by default (V2's, unless
+    turned off); None when the server serves no UI (ephemeral mode, or started
     with PREFECT_SERVER_UI_ENABLED=false)."""
     pages = _served_pages()
     return pages.flow_run(flow_run_id) if pages is not None else None

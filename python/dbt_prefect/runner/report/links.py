@@ -1,12 +1,12 @@
 """Addresses of Prefect UI pages, in the UI a user of this server gets by default.
 
-Prefect 3.9's server serves two UIs: V1 at the old addresses and V2 under ``/v2/``. V2 is
-the default for a browser with no saved preference (``server.ui.v2_enabled``, true unless
-turned off), but a V1 address opens V1 whatever the default: only the UI's root redirects.
-So the links we print follow the server's own answer at ``<ui>/ui-settings``
-(``default_ui``, ``v1_base_url``, ``v2_base_url``; checked against Prefect 3.9.1). Prefect
-3.8 answers without ``default_ui``, and serves V1 only; Prefect Cloud has one UI, with
-V1's paths.
+Prefect's server (3.9.1, and 3.8.8 as installed here) serves two UIs: V1 at the old
+addresses and V2 under ``/v2/``. V2 is the default for a browser with no saved preference
+(``server.ui.v2_enabled``, true unless turned off), but a V1 address opens V1 whatever the
+default: only the UI's root redirects. So the links we print follow the server's own
+answer at ``<ui>/ui-settings`` (``default_ui``, ``v1_base_url``, ``v2_base_url``; checked
+against Prefect 3.9.1 and 3.8.8). A server that does not say (an older Prefect) gets V1's
+addresses, which every Prefect serves; Prefect Cloud has one UI, with V1's paths.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ def _lineage_section(report: RunReport) -> list[str]:
         legend += " Click a node to open its task run."
     lines = ["## Lineage", "", legend, ""]
     if pages is not None and pages.served and pages.version == V1:
-        # This server's users get V1 by default (Prefect 3.8, or V2 turned off).
-        lines += ["Prefect's V1 UI shows the picture as its mermaid source; the V2 UI (Prefect 3.9) draws it.", ""]
+        # This server's users get V1 by default (V2 turned off, or an older Prefect).
+        lines += ["Prefect's V1 UI shows the picture as its mermaid source; its V2 UI draws it.", ""]
     lines += ["```mermaid", lineage.text, "```", ""]
     folding = describe_folding(lineage.picture)
     if folding:

@@ -111,7 +111,7 @@ def publish_run_report(
         if not publish_to_api:
             _logger.warning("dbt-prefect did not publish the run report artifact: the Prefect API is not answering")
             return report
-        # Links open the UI this server's users get by default (V2's pages on Prefect 3.9).
+        # Links open the UI this server's users get by default (V2's pages, unless turned off).
         report.ui = ui_pages()
         if report.ui is not None and report.assets:
             report.asset_events_window = _asset_events_window(recorder.finished)

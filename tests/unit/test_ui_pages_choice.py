@@ -1,6 +1,6 @@
 """Which UI's pages the links open (runner/report/links.py), from the server's /ui-settings
-answer: the answers below are Prefect's own (3.9.1 and 3.8.8 servers, read in
-tests/test_ui_links.py for the version installed)."""
+answer: the answers below are Prefect's own (3.9.1 and 3.8.8 answer alike; tests/test_ui_links.py
+reads a real one)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ PREFECT_39 = {
 @pytest.mark.parametrize(
     ("answer", "pages"),
     [
-        # Prefect 3.9: V2 is the default for a browser with no saved preference.
+        # V2 is the default for a browser with no saved preference.
         (PREFECT_39, UiPages(f"{UI}/v2", "v2", served=True)),
         # PREFECT_SERVER_UI_V2_ENABLED=false: V1 again.
         ({**PREFECT_39, "default_ui": "v1"}, UiPages(UI, "v1", served=True)),
@@ -35,7 +35,7 @@ PREFECT_39 = {
             {**PREFECT_39, "v1_base_url": "/prefect", "v2_base_url": "/prefect/v2"},
             UiPages(f"{UI}/v2", "v2", served=True),
         ),
-        # Prefect 3.8 knows one UI and says nothing of a default.
+        # An older server, with one UI, says nothing of a default.
         ({"api_url": f"{UI}/api", "csrf_enabled": False, "auth": None, "flags": []}, UiPages(UI, "v1", served=True)),
         # A server without the UI's static files.
         ({**PREFECT_39, "available_uis": [], "v1_base_url": None, "v2_base_url": None}, UiPages(UI, "v1", served=False)),
