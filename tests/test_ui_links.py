@@ -125,7 +125,9 @@ def test_the_cli_summary_prints_the_flow_run_and_run_report_pages_of_the_default
     _, root = default_root(ui_server)
     flow_run = SimpleNamespace(id=uuid.uuid4(), name="brave-otter")
     report = RunReport(project="shop", command="build", artifact_id=uuid.uuid4())
-    outcome = CommandOutcome(flow_run=flow_run, runner=SimpleNamespace(last_report=report), state=SimpleNamespace(name="Completed"))
+    outcome = CommandOutcome(
+        flow_run=flow_run, runner=SimpleNamespace(last_report=report), state=SimpleNamespace(name="Completed")
+    )
     with temporary_settings({PREFECT_API_URL: ui_server}):
         lines = [text for text, _ in summary_lines(report, outcome, "shop", 0, 1.0)]
     assert lines[-4:] == [

@@ -7,7 +7,9 @@
       --out DIR          every screenshot and rendered page (default: a new temporary directory)
       --screenshots DIR  the V2 pages for the documentation, under stable names: flow-run.png,
                          run-report.png (with its lineage picture), task-run-logs.png,
-                         event-feed.png (docs/assets/screenshots/ is where the docs take them)
+                         event-feed.png, and lineage-statuses.png (the hostile-names
+                         build's picture alone); docs/assets/screenshots/ is where the
+                         docs take them
       --demo-only        only the demo's pages: no other project, no synthetic large build
 
 Without URLs it starts its own Prefect server on a free 127.0.0.1 port (state in a
@@ -90,6 +92,8 @@ SCREENSHOT_NAMES = {
     "task-run": "task-run-logs.png",
     "event-feed": "event-feed.png",
 }
+# The picture of the hostile-names build alone: every status, a failed and a warned test.
+PICTURE_SCREENSHOT = "lineage-statuses.png"
 # Seeds, models and snapshots: the nodes dbt runs that the picture draws.
 PICTURED = ("seed", "model", "snapshot")
 
@@ -238,6 +242,18 @@ class Browser:
         shot = self.send("Page.captureScreenshot", format="png")
         path.write_bytes(base64.b64decode(shot["data"]))
 
+    def screenshot_picture(self, path: Path) -> None:
+        """The lineage picture alone, at its size on the page."""
+        main = self.evaluate("Math.ceil((document.querySelector('main') || document.body).scrollHeight)") or HEIGHT
+        self.window(height=int(main) + 200, dark=self.evaluate("matchMedia('(prefers-color-scheme: dark)').matches"))
+        time.sleep(0.5)
+        box = self.evaluate(
+            "(() => { const r = document.querySelector('svg[aria-roledescription^=\"flowchart\"]').getBoundingClientRect();"
+            " return {x: r.x, y: r.y, width: r.width, height: r.height}; })()"
+        )
+        shot = self.send("Page.captureScreenshot", format="png", clip={**box, "scale": 1})
+        path.write_bytes(base64.b64decode(shot["data"]))
+
     def close(self) -> None:
         if getattr(self, "socket", None) is not None:
             self.socket.close()
@@ -383,7 +399,11 @@ def diagram_problems(state: dict[str, Any], expected: Expected | None) -> list[s
     for label in expected.labels:
         if label not in drawn:
             problems.append(f"the lineage picture lacks {label!r}")
-    folded = sum(int(FOLD_LABEL.match(lines[0]).group(2).replace(",", "")) for lines in folds)  # type: ignore[union-attr]
+    folded = 0
+    for lines in folds:
+        counted = FOLD_LABEL.match(lines[0])
+        assert counted is not None
+        folded += int(counted.group(2).replace(",", ""))
     for resource_type, name, status in expected.results:
         must = not folds or status in ("error", "fail", "runtime error", "warn")
         seen = drawn.get(short_name(name), [])
@@ -394,7 +414,9 @@ def diagram_problems(state: dict[str, Any], expected: Expected | None) -> list[s
             problems.append(f"the lineage picture shows {name!r} without its status {status!r}: {seen}")
     drawn_count = sum(len(v) for v in drawn.values())
     if folds and drawn_count + folded < len(expected.results):
-        problems.append(f"the picture draws {drawn_count} and folds {folded}: fewer than the {len(expected.results)} nodes run")
+        problems.append(
+            f"the picture draws {drawn_count} and folds {folded}: fewer than the {len(expected.results)} nodes run"
+        )
     return problems
 
 
@@ -414,6 +436,7 @@ def check_page(
     expected: Expected | None = None,
     screenshot_to: Path | None = None,
     control: bool = False,
+    picture_to: Path | None = None,
 ) -> Checked:
     """Open ``url`` and check it shows what it is for (see the module's docstring)."""
     version, kind = page_kind(url)
@@ -460,6 +483,10 @@ def check_page(
         browser.screenshot(out / f"{name}-dark.png", height)
     if screenshot_to is not None and not problems:
         shutil.copyfile(out / f"{name}.png", screenshot_to / SCREENSHOT_NAMES[kind])
+    if picture_to is not None and not problems:
+        browser.open(url)
+        browser.wait_for(ready_expression(kind, version))
+        browser.screenshot_picture(picture_to)
     checked.problems = problems
     extra = ""
     if checked.state.get("svgs"):
@@ -470,7 +497,9 @@ def check_page(
     return checked
 
 
-def follow_a_node(browser: Browser, report_url: str, node_name: str, out: Path, name: str, screenshot_to: Path | None) -> Checked:
+def follow_a_node(
+    browser: Browser, report_url: str, node_name: str, out: Path, name: str, screenshot_to: Path | None
+) -> Checked:
     """Click ``node_name`` in the report's picture, as a user would: it must open that
     node's task run, in the same UI, with its dbt log lines."""
     version, _ = page_kind(report_url)
@@ -590,7 +619,9 @@ def run_demo(api_url: str) -> list[str]:
     demo = subprocess.run(
         [sys.executable, str(ROOT / "dev.py"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
     )
-    tail = demo.stdout[demo.stdout.rfind("\nSee in the Prefect UI:") :] if "See in the Prefect UI:" in demo.stdout else ""
+    tail = (
+        demo.stdout[demo.stdout.rfind("\nSee in the Prefect UI:") :] if "See in the Prefect UI:" in demo.stdout else ""
+    )
     print(tail.strip() or demo.stdout[-2000:], flush=True)
     if demo.returncode != 0:
         sys.exit(f"the demo failed (exit {demo.returncode}):\n{demo.stderr[-3000:]}")
@@ -603,7 +634,11 @@ def build_in_flow(project: Path, api_url: str) -> dict[str, Any]:
     env = {**os.environ, "PREFECT_API_URL": api_url, "DO_NOT_TRACK": "1", "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     env["DBT_DUCKDB_PATH"] = str(project / "check.duckdb")
     run = subprocess.run(
-        [sys.executable, __file__, "--build-in-flow", str(project)], cwd=project, env=env, capture_output=True, text=True
+        [sys.executable, __file__, "--build-in-flow", str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if run.returncode != 0 or not lines:
@@ -645,13 +680,16 @@ def real_project(name: str, destination: Path) -> Path | None:
     project = Path(run.stdout.strip().splitlines()[-1])
     if not (project / "profiles.yml").exists():
         # dbt_utils' integration tests come without one: the DuckDB profile the other project has.
-        shutil.copyfile(REAL_PROJECTS / "dbt_project_evaluator" / "integration_tests" / "profiles.yml", project / "profiles.yml")
+        shutil.copyfile(
+            REAL_PROJECTS / "dbt_project_evaluator" / "integration_tests" / "profiles.yml", project / "profiles.yml"
+        )
     return project
 
 
-def publish_synthetic(api_url: str, size: int) -> str:
+def publish_synthetic(api_url: str, size: int) -> tuple[str, str]:
     """A run report holding only the lineage picture of a synthetic build of ``size`` nodes
-    (tests/support/lineage_graphs.py), published as a markdown artifact; its id."""
+    (tests/support/lineage_graphs.py), published as a markdown artifact; its id, and the
+    picture's mermaid text."""
     sys.path.insert(0, str(ROOT / "tests"))
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import ArtifactCreate
@@ -666,11 +704,13 @@ def publish_synthetic(api_url: str, size: int) -> str:
     data = render_markdown(report)
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         artifact = client.create_artifact(
-            artifact=ArtifactCreate(key=f"lineage-{size}-nodes", type="markdown", data=data, description=f"{size} nodes")
+            artifact=ArtifactCreate(
+                key=f"lineage-{size}-nodes", type="markdown", data=data, description=f"{size} nodes"
+            )
         )
     mermaid = data.split("```mermaid\n", 1)[1].split("\n```", 1)[0]
     print(f"synthetic build of {size:,} nodes: {len(mermaid):,} characters of mermaid", flush=True)
-    return str(artifact.id)
+    return str(artifact.id), mermaid
 
 
 @contextmanager
@@ -702,17 +742,25 @@ def check_everything(browser: Browser, api_url: str, out: Path, shots: Path | No
     wanted = default_ui(api_url)
     wrong = [url for url in urls if page_kind(url)[0] != wanted or page_kind(url)[1] == "other"]
     if wrong or set(kinds) != {"flow-run", "run-report", "event-feed"}:
-        return [Checked("(demo)", [f"the demo printed {urls}: not the flow run, run report and event feed of the {wanted} UI"])]
+        return [
+            Checked(
+                "(demo)", [f"the demo printed {urls}: not the flow run, run report and event feed of the {wanted} UI"]
+            )
+        ]
     print(f"The server's default UI is {wanted}; the demo's pages are in it.", flush=True)
     control = check_page(browser, f"{ui}/assets", out, "00-assets", control=True)
     if not control.problems:
         return [Checked(f"{ui}/assets", ["the check cannot tell a missing page on this server; it cannot be trusted"])]
-    demo_results = Expected.from_run_results(ROOT / "integration_project" / "target" / "run_results.json", ("payments_app.payments",))
+    demo_results = Expected.from_run_results(
+        ROOT / "integration_project" / "target" / "run_results.json", ("payments_app.payments",)
+    )
     order = ("flow-run", "run-report", "event-feed")
     for index, kind in enumerate(order, start=1):
         url = kinds[kind]
         results.append(
-            check_page(browser, url, out, f"{index:02d}-{wanted}-{kind}", demo_results if kind == "run-report" else None, shots)
+            check_page(
+                browser, url, out, f"{index:02d}-{wanted}-{kind}", demo_results if kind == "run-report" else None, shots
+            )
         )
     # The run report links its event feed, in the same UI: that page must work as well.
     browser.open(kinds["run-report"])
@@ -750,7 +798,9 @@ def check_everything(browser: Browser, api_url: str, out: Path, shots: Path | No
     sys.path.insert(0, str(ROOT / "tests"))
     from support.hostile_names import make_hostile_copy
 
-    projects = [("hostile_names", make_hostile_copy(workspace), ('app.v2-data.events"raw"',))]
+    projects: list[tuple[str, Path, tuple[str, ...]]] = [
+        ("hostile_names", make_hostile_copy(workspace), ('app.v2-data.events"raw"',))
+    ]
     for name in ("dbt_utils", "dbt_project_evaluator"):
         project = real_project(name, workspace / name)
         if project is None:
@@ -761,20 +811,45 @@ def check_everything(browser: Browser, api_url: str, out: Path, shots: Path | No
         print(f"building {name} in a flow", flush=True)
         ids = build_in_flow(project, api_url)
         expected = Expected.from_run_results(project / "target" / "run_results.json", labels)
-        url = f"{ui}/v2/artifacts/artifact/{ids['report_id']}" if wanted == "v2" else f"{ui}/artifacts/artifact/{ids['report_id']}"
-        results.append(check_page(browser, url, out, f"{index:02d}-{name}-run-report", expected))
+        url = (
+            f"{ui}/v2/artifacts/artifact/{ids['report_id']}"
+            if wanted == "v2"
+            else f"{ui}/artifacts/artifact/{ids['report_id']}"
+        )
+        picture = shots / PICTURE_SCREENSHOT if shots is not None and name == "hostile_names" else None
+        results.append(check_page(browser, url, out, f"{index:02d}-{name}-run-report", expected, picture_to=picture))
     if wanted == "v2":
         for index, size in enumerate((1000, 5000), start=20):
-            artifact = publish_synthetic(api_url, size)
-            page = check_page_synthetic(browser, f"{ui}/v2/artifacts/artifact/{artifact}", out, f"{index:02d}-synthetic-{size}")
+            artifact, mermaid = publish_synthetic(api_url, size)
+            page = check_page_synthetic(
+                browser, f"{ui}/v2/artifacts/artifact/{artifact}", mermaid, out, f"{index:02d}-synthetic-{size}"
+            )
             results.append(page)
     shutil.rmtree(workspace, ignore_errors=True)
     return results
 
 
-def check_page_synthetic(browser: Browser, url: str, out: Path, name: str) -> Checked:
-    """A synthetic large build's picture: drawn, at most about 150 boxes; how long it took
-    from the markdown's arrival to the drawn picture (printed, not judged)."""
+# Draws ``TEXT`` three times with the UI's own mermaid, configured as the UI configures it
+# (lazy-markdown in Prefect 3.9.1's V2 bundle): the milliseconds each took.
+MERMAID_TIMES = """(async () => {
+  const chunk = performance.getEntriesByType('resource').map(e => e.name).find(n => n.includes('vendor-mermaid'));
+  if (!chunk) return null;
+  const mermaid = (await import(chunk)).t.default;
+  mermaid.initialize({startOnLoad: false, securityLevel: 'strict', theme: 'base',
+                      flowchart: {useMaxWidth: true, padding: 16, curve: 'basis'}});
+  const times = [];
+  for (let i = 0; i < 3; i++) {
+    const start = performance.now();
+    await mermaid.render(`timing-${i}-${Date.now()}`, TEXT);
+    times.push(performance.now() - start);
+  }
+  return times;
+})()"""
+
+
+def check_page_synthetic(browser: Browser, url: str, mermaid: str, out: Path, name: str) -> Checked:
+    """A synthetic large build's picture: drawn, at most about 150 boxes; how long the
+    UI's mermaid takes to draw it (printed, not judged: the machine may be busy)."""
     checked = Checked(url)
     browser.open(url)
     browser.wait_for("!!document.querySelector('.prose h1')")
@@ -792,9 +867,16 @@ def check_page_synthetic(browser: Browser, url: str, out: Path, name: str) -> Ch
     if not checked.problems and not any(FOLD_LABEL.match(n["lines"][0]) for n in state["nodes"] if n["lines"]):
         checked.problems.append("the picture of a large build folds nothing")
     browser.screenshot(out / f"{name}.png", 2000)
+    times = None
+    if not checked.problems:
+        try:
+            times = browser.evaluate(MERMAID_TIMES.replace("TEXT", json.dumps(mermaid)))
+        except RuntimeError as exc:
+            print(f"     could not time mermaid alone: {exc}", flush=True)
+    timed = f", mermaid alone {min(times) / 1000:.1f} s (best of 3)" if times else ""
     print(
         f"{'ok  ' if not checked.problems else 'FAIL'} {url} ({len(state['nodes'])} boxes, {state['edges']} edges, "
-        f"drawn {seconds:.1f} s after the markdown)\n     screenshot: {out / f'{name}.png'}",
+        f"drawn {seconds:.1f} s after the markdown{timed})\n     screenshot: {out / f'{name}.png'}",
         flush=True,
     )
     for problem in checked.problems:
@@ -821,7 +903,9 @@ def main() -> int:
         return _build_main(Path(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("urls", nargs="*", help="pages to check (127.0.0.1 only); default: everything")
-    parser.add_argument("--out", type=Path, help="where screenshots and page texts go (default: a new temporary directory)")
+    parser.add_argument(
+        "--out", type=Path, help="where screenshots and page texts go (default: a new temporary directory)"
+    )
     parser.add_argument("--screenshots", type=Path, help="write the V2 pages' screenshots for the docs here")
     parser.add_argument("--demo-only", action="store_true", help="only the demo's pages")
     options = parser.parse_args()
@@ -845,9 +929,10 @@ def main() -> int:
     failed = [r for r in results if r.problems]
     print(f"\nscreenshots and page texts: {out}")
     if options.screenshots:
-        written = sorted(p.name for p in options.screenshots.glob("*.png") if p.name in SCREENSHOT_NAMES.values())
+        stable = {*SCREENSHOT_NAMES.values(), PICTURE_SCREENSHOT}
+        written = sorted(p.name for p in options.screenshots.glob("*.png") if p.name in stable)
         print(f"screenshots for the docs in {options.screenshots}: {', '.join(written)}")
-        if not failed and len(written) < len(SCREENSHOT_NAMES):
+        if not failed and len(written) < len(SCREENSHOT_NAMES) + (0 if options.demo_only else 1):
             print("not every screenshot for the docs was written")
             return 1
     if failed:

@@ -331,7 +331,9 @@ def test_too_much_text_for_mermaid_folds_the_picture_further() -> None:
     # 150 failed models named with 31 private-use characters (#983040; to mermaid), and
     # linked: about 54,000 characters drawn whole.
     nodes = [
-        LineageNode(f"model.p.m{i}", "\U000f0000" * 31 + str(i % 10), "model", "error", f"models/g{i % 4}", task_run_id=i)
+        LineageNode(
+            f"model.p.m{i}", "\U000f0000" * 31 + str(i % 10), "model", "error", f"models/g{i % 4}", task_run_id=i
+        )
         for i in range(150)
     ]
     whole = plan_picture(nodes)

@@ -38,7 +38,10 @@ PREFECT_39 = {
         # An older server, with one UI, says nothing of a default.
         ({"api_url": f"{UI}/api", "csrf_enabled": False, "auth": None, "flags": []}, UiPages(UI, "v1", served=True)),
         # A server without the UI's static files.
-        ({**PREFECT_39, "available_uis": [], "v1_base_url": None, "v2_base_url": None}, UiPages(UI, "v1", served=False)),
+        (
+            {**PREFECT_39, "available_uis": [], "v1_base_url": None, "v2_base_url": None},
+            UiPages(UI, "v1", served=False),
+        ),
         ("not json", UiPages(UI, "v1", served=None)),
     ],
 )
@@ -68,7 +71,11 @@ def test_each_ui_gets_its_own_event_feed_filter() -> None:
     assert v2_event_feed_url(f"{UI}/v2", "f00") == (
         f"{UI}/v2/events?resource=%5B%22prefect.flow-run.f00%22%5D&events=%5B%22prefect.asset.*%22%5D"
     )
-    assert UiPages(UI, "v1").event_feed("f00", since, until) == event_feed_url(UI, "f00", since, until) == (
-        f"{UI}/events?resource=prefect.flow-run.f00&events=prefect.asset.*"
-        "&type=range&startDate=2025-03-04T05:06:00.000Z&endDate=2025-03-04T05:08:09.000Z"
+    assert (
+        UiPages(UI, "v1").event_feed("f00", since, until)
+        == event_feed_url(UI, "f00", since, until)
+        == (
+            f"{UI}/events?resource=prefect.flow-run.f00&events=prefect.asset.*"
+            "&type=range&startDate=2025-03-04T05:06:00.000Z&endDate=2025-03-04T05:08:09.000Z"
+        )
     )

@@ -32,7 +32,7 @@ MIN_USEFUL_FOLDS = 3
 MAX_TEXT = 45_000
 MAX_EDGES = 450
 # A longer name is cut in the middle (a dbt name's end tells it apart as much as its
-# start): narrower boxes, so that the UI scales the picture down less to fit its column.
+# start): mermaid wraps a label past 200 px, and each wrapped line makes a tall picture taller.
 MAX_NAME = 32
 
 # -- the records -------------------------------------------------------------------------
