@@ -239,8 +239,14 @@ class Browser:
         if height is not None:
             self.window(height=height, dark=self.evaluate("matchMedia('(prefers-color-scheme: dark)').matches"))
             time.sleep(0.5)  # a relayout
-        shot = self.send("Page.captureScreenshot", format="png")
-        path.write_bytes(base64.b64decode(shot["data"]))
+        # Until two captures a second apart are the same (at most 15 s): the page has
+        # settled, charts and pictures drawn.
+        shot, previous = self.send("Page.captureScreenshot", format="png")["data"], None
+        deadline = time.monotonic() + 15
+        while shot != previous and time.monotonic() < deadline:
+            time.sleep(1)
+            previous, shot = shot, self.send("Page.captureScreenshot", format="png")["data"]
+        path.write_bytes(base64.b64decode(shot))
 
     def screenshot_picture(self, path: Path) -> None:
         """The lineage picture alone, at its size on the page."""
