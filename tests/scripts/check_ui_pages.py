@@ -620,17 +620,36 @@ def default_ui(api_url: str) -> str:
 
 
 def run_demo(api_url: str) -> list[str]:
-    """`python3 dev.py demo` against our server; the URLs it prints."""
-    env = {**os.environ, "PREFECT_API_URL": api_url}
-    demo = subprocess.run(
-        [sys.executable, str(ROOT / "dev.py"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    tail = (
-        demo.stdout[demo.stdout.rfind("\nSee in the Prefect UI:") :] if "See in the Prefect UI:" in demo.stdout else ""
-    )
-    print(tail.strip() or demo.stdout[-2000:], flush=True)
-    if demo.returncode != 0:
-        sys.exit(f"the demo failed (exit {demo.returncode}):\n{demo.stderr[-3000:]}")
+    """`python3 dev.py demo` against our server; the URLs it prints. Run by another venv's
+    Python (Prefect 3.8's: `.venv-prefect38/bin/python tests/scripts/check_ui_pages.py`),
+    the same two steps run in that venv: the demo's flow, then the links it prints."""
+    sys.path.insert(0, str(ROOT))
+    import dev  # stdlib only
+
+    env = {**os.environ, **dev.QUIET_ENV, "PREFECT_API_URL": api_url}
+    if Path(sys.prefix).resolve() == dev.VENV.resolve():
+        demo = subprocess.run(
+            [sys.executable, str(ROOT / "dev.py"), "demo"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        stdout, stderr, code = demo.stdout, demo.stderr, demo.returncode
+    else:
+        started = time.time()
+        flow = subprocess.run(
+            [sys.executable, str(ROOT / "integration_project" / "flows" / "build_shop.py")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        links = subprocess.run(
+            [sys.executable, "-c", dev.DEMO_LINKS, "build-shop", str(started)], env=env, capture_output=True, text=True
+        )
+        stdout = flow.stdout + "\nSee in the Prefect UI:\n" + links.stdout
+        stderr, code = flow.stderr + links.stderr, flow.returncode or links.returncode
+    tail = stdout[stdout.rfind("\nSee in the Prefect UI:") :] if "See in the Prefect UI:" in stdout else ""
+    print(tail.strip() or stdout[-2000:], flush=True)
+    if code != 0:
+        sys.exit(f"the demo failed (exit {code}):\n{stderr[-3000:]}")
     return re.findall(r"https?://\S+", tail)
 
 
@@ -721,12 +740,12 @@ def publish_synthetic(api_url: str, size: int) -> tuple[str, str]:
 
 @contextmanager
 def own_server() -> Iterator[str]:
-    sys.path.insert(0, str(ROOT))
-    import dev  # stdlib only
+    """A server of the Prefect this script runs with (the venv of its Python)."""
+    import prefect
 
     home = Path(tempfile.mkdtemp(prefix="dbt-prefect-ui-server-"))
-    server, api_url = start_server(dev.BIN / "prefect", home)
-    print(f"Prefect server on {api_url.removesuffix('/api')} (state in {home})", flush=True)
+    server, api_url = start_server(Path(sys.executable).parent / "prefect", home)
+    print(f"Prefect {prefect.__version__} server on {api_url.removesuffix('/api')} (state in {home})", flush=True)
     ok = False
     try:
         yield api_url
