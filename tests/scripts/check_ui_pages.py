@@ -18,8 +18,10 @@ temporary directory, stopped at the end) and:
 1. runs `python3 dev.py demo` against it. Every page the demo prints must be in the UI the
    server gives by default (its /ui-settings: V2, under `/v2/`, unless turned off);
 2. checks the V2 pages: the flow run, the run report, the event feed of the run's asset
-   events, and the task run a click on a node of the lineage picture opens (with its dbt
-   log lines); then the same run's V1 pages;
+   events, one asset's events, and the task run a click on a node of the lineage picture
+   opens (with its dbt log lines); then the same run's V1 pages. With V2 turned off
+   (PREFECT_SERVER_UI_V2_ENABLED=false) the demo's pages are V1's, and the task run is the
+   one the picture's mermaid source links;
 3. builds more projects in flows, and checks their run reports: a project with hostile
    names (tests/projects/hostile_names) and the shared real projects
    (/work/shared/realprojects, when present: dbt_utils, dbt_project_evaluator);
@@ -544,6 +546,29 @@ def follow_a_node(
     return page
 
 
+def follow_a_link_in_the_source(browser: Browser, report_url: str, node_name: str, out: Path, name: str) -> Checked:
+    """On a server whose default UI is V1, the report shows the picture's mermaid source
+    and says that V2 draws it; the source's link for ``node_name`` must open its task run."""
+    browser.open(report_url)
+    browser.wait_for(ready_expression("run-report", "v1"))
+    text = browser.evaluate(PAGE_TEXT) or ""
+    checked = Checked(report_url)
+    if "Prefect's V1 UI shows the picture as its mermaid source" not in text:
+        checked.problems.append("the V1 report does not say that the V2 UI draws the picture")
+    box = re.search(r'(n\d+)[\[(]+"' + re.escape(node_name) + "<br/>", text)
+    link = re.search(rf'click {box.group(1)} href "([^"]+)"', text) if box else None
+    if link is None:
+        checked.problems.append(f"the picture's source has no link for {node_name!r}")
+    elif page_kind(link.group(1)) != ("v1", "task-run"):
+        checked.problems.append(f"the link for {node_name!r} is not a V1 task run page: {link.group(1)}")
+    if checked.problems:
+        print(f"FAIL {report_url}: {checked.problems[0]}", flush=True)
+        return checked
+    assert link is not None
+    print(f"ok   the picture's source links {node_name!r} to {link.group(1)}", flush=True)
+    return check_page(browser, link.group(1), out, name)
+
+
 def v1_address(url: str) -> str:
     """The V1 page showing what a V2 address shows (the event feed takes other parameters)."""
     parts = urllib.parse.urlsplit(url)
@@ -813,7 +838,10 @@ def check_everything(browser: Browser, api_url: str, out: Path, shots: Path | No
     else:
         print(f"     the Assets table links {own[0]}", flush=True)
         results.append(check_page(browser, own[0], out, f"03-{wanted}-one-assets-events"))
-    results.append(follow_a_node(browser, kinds["run-report"], "orders", out, f"04-{wanted}-task-run", shots))
+    if wanted == "v2":
+        results.append(follow_a_node(browser, kinds["run-report"], "orders", out, f"04-{wanted}-task-run", shots))
+    else:
+        results.append(follow_a_link_in_the_source(browser, kinds["run-report"], "orders", out, "04-v1-task-run"))
     if wanted == "v2":
         for index, kind in enumerate(order, start=5):
             results.append(check_page(browser, v1_address(kinds[kind]), out, f"{index:02d}-v1-{kind}"))
