@@ -505,7 +505,7 @@ def test_the_lineage_section_links_the_default_uis_task_runs_and_says_what_it_fo
     lineage = sections(render_markdown(small))["## Lineage"]
     assert lineage[2:5] == [
         "",
-        "Prefect's V1 UI shows the picture as its mermaid source; the V2 UI (Prefect 3.9) draws it.",
+        "Prefect's V1 UI shows the picture as its mermaid source; its V2 UI draws it.",
         "",
     ]
     assert '  click n1 href "http://127.0.0.1:4200/runs/task-run/00000000-0000-0000-0000-000000000001"' in lineage
