@@ -31,10 +31,12 @@ STAMP = VENV / ".dbt-prefect-installed"
 PREFECT_HOME = ROOT / ".prefect-home"
 DEMO_API_URL = "http://127.0.0.1:4200/api"
 
-# Prints the Prefect UI pages of the demo's latest flow run, one "label: url" a line. It
-# runs in .venv, where the Prefect client and dbt-prefect's link helpers are. Only pages
-# Prefect's open-source UI serves: it has no assets page, so the assets are shown by the
-# run report's Assets section and by the event feed filtered to the run's asset events.
+# Prints the Prefect UI pages of the demo's latest flow run, one "label: url" a line, in
+# the UI the server gives by default (its /ui-settings: V2, under /v2/, unless turned off
+# with PREFECT_SERVER_UI_V2_ENABLED=false). It runs in .venv, where the Prefect client and dbt-prefect's link
+# helpers are. Only pages Prefect's open-source UI serves: it has no assets page, so the
+# assets are shown by the run report's Lineage and Assets sections and by the event feed
+# filtered to the run's asset events.
 DEMO_LINKS = """
 import datetime as dt
 import sys
@@ -45,8 +47,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 
-from dbt_prefect.cli.summary import flow_run_url
-from dbt_prefect.runner.report import event_feed_url, ui_url
+from dbt_prefect.runner.report import ui_pages
 
 started = dt.datetime.fromtimestamp(float(sys.argv[2]), dt.timezone.utc)
 with get_client(sync_client=True) as client:
@@ -56,10 +57,9 @@ with get_client(sync_client=True) as client:
     run = runs[0] if runs and runs[0].start_time and runs[0].start_time >= started else None
     if run is None:
         sys.exit(f"no run of flow {sys.argv[1]!r} started after the demo did")
-    page = flow_run_url(run.id)  # None when the server serves no UI
-    if page is None:
+    pages = ui_pages()
+    if pages is None or not pages.served:
         sys.exit(f"flow run {run.id}: this Prefect server serves no UI")
-    ui = ui_url()
     reports = client.read_artifacts(
         artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]), type=ArtifactFilterType(any_=["markdown"])
@@ -70,10 +70,10 @@ with get_client(sync_client=True) as client:
     # The latest report that lists assets: after `--fail`, the retry's report has none.
     report = next((a for a in reports if "\\n## Assets (" in (a.data or "")), None)
     until = (run.end_time or dt.datetime.now(dt.timezone.utc)) + dt.timedelta(minutes=1)
-    print(f"flow run, its dbt task runs and logs: {page}")
+    print(f"flow run, its dbt task runs and logs: {pages.flow_run(run.id)}")
     if report is not None:
-        print(f"run report, with its Assets section: {ui}/artifacts/artifact/{report.id}")
-    print(f"asset events (materializations, lineage): {event_feed_url(ui, run.id, run.start_time, until)}")
+        print(f"run report, with its Lineage picture and Assets: {pages.artifact(report.id)}")
+    print(f"asset events (materializations, lineage): {pages.event_feed(run.id, run.start_time, until)}")
 """
 
 QUIET_ENV = {

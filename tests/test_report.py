@@ -23,12 +23,14 @@ from dbt_prefect.runner.report import (
     AssetReport,
     NodeReport,
     RunReport,
+    UiPages,
     artifact_key,
     event_feed_url,
     render_markdown,
 )
 
-from support.prefect_api import asset_events, materializations, related_assets
+from support.lineage_graphs import pipeline_build
+from support.prefect_api import asset_events, by_name, materializations, related_assets, task_runs
 from support.projects import make_shop_copy
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -63,6 +65,18 @@ def event_window(url: str, flow_run_id: Any) -> tuple[dt.datetime, dt.datetime]:
     assert match, url
     since, until = (dt.datetime.fromisoformat(text.replace("Z", "+00:00")) for text in match.groups())
     return since, until
+
+
+def asset_links(url: str, flow_run_id: Any) -> Any:
+    """The V1 event feed address of one asset's events, in the same time range as the
+    report's link to the flow run's asset events (``url``)."""
+    since, until = (t.strftime("%Y-%m-%dT%H:%M:%S.000Z") for t in event_window(url, flow_run_id))
+
+    def link(key: str) -> str:
+        resource = key.replace("/", "%2F")
+        return f"{UI}/events?resource={resource}&events=prefect.asset.*&type=range&startDate={since}&endDate={until}"
+
+    return link
 
 
 @pytest.fixture(scope="module")
@@ -117,12 +131,35 @@ def test_one_markdown_and_one_table_artifact_per_invoke_under_stable_keys(severa
     assert several_invokes["seed_report"].key == "dbt-shop-seed"
 
 
-def test_the_markdown_report_has_counts_slowest_nodes_and_a_node_table(several_invokes: dict[str, Any]) -> None:
+def sections(markdown: str) -> dict[str, list[str]]:
+    """The report's lines by section, under its "## " heading ("" for the lines before the first)."""
+    found: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            current = line
+            found[current] = []
+        else:
+            found[current].append(line)
+    return found
+
+
+LEGEND = (
+    "What this run built and read, left to right. Colour and words give each node's dbt status: ✓ success, "
+    "⚠ warn, ✗ error or fail, ⊘ skipped, – no-op, ↻ cached; dotted boxes were read, not run. Tests are "
+    "counted on the node they check; a red (amber) border on a node that ran says one of its tests failed "
+    "(warned). Click a node to open its task run."
+)
+
+
+def test_the_markdown_report_has_counts_lineage_assets_slowest_nodes_and_a_node_table(
+    several_invokes: dict[str, Any],
+) -> None:
     seed = several_invokes["artifacts"]["dbt-shop-seed"]
     assert seed.description == "`dbt seed` in project shop: PASS=5 WARN=0 ERROR=0 SKIP=0 NO-OP=0 TOTAL=5"
-    lines = masked(seed.data)
-    assets, slowest = lines[10:20], lines[22:27]
-    assert lines[:10] + lines[20:22] + lines[27:] == [
+    found = sections(seed.data)
+    assert list(found) == ["", "## Lineage", "## Assets (3)", "## Slowest nodes", "## Nodes (3)"]
+    assert found[""] == [
         "# dbt seed · shop",
         "",
         "`dbt seed`",
@@ -133,46 +170,72 @@ def test_the_markdown_report_has_counts_slowest_nodes_and_a_node_table(several_i
         "| :-- | --: |",
         "| success | 3 |",
         "",
-        "## Slowest nodes",
+    ]
+    # Each seed links to its own task run, in the UI the session's server would serve (V1:
+    # it runs without the UI, so it cannot say V2 is its default).
+    runs = by_name(task_runs(several_invokes["flow_run_id"]))
+    link = {name: f"{UI}/runs/task-run/{runs[f'seed {name}'].id}" for name in ("raw_customers", "raw_orders", "raw_products")}
+    assert found["## Lineage"] == [
         "",
+        LEGEND,
         "",
-        "## Nodes (3)",
+        "```mermaid",
+        '%%{init: {"themeVariables": {"lineColor": "#8b95a5"}}}%%',
+        "flowchart LR",
+        "  classDef succeeded fill:#dcfce7,stroke:#15803d,color:#14532d",
+        '  n0(["raw_customers<br/>seed · ✓ success"]):::succeeded',
+        '  n1(["raw_orders<br/>seed · ✓ success"]):::succeeded',
+        '  n2(["raw_products<br/>seed · ✓ success"]):::succeeded',
+        f'  click n0 href "{link["raw_customers"]}"',
+        f'  click n1 href "{link["raw_orders"]}"',
+        f'  click n2 href "{link["raw_products"]}"',
+        "```",
         "",
-        "| Node | Type | Status | Duration (s) | Rows affected | Asset key |",
-        "| :-- | :-- | :-- | --: | --: | :-- |",
-        "| raw_customers | seed | success | T | 21 | `duckdb://shop/main_raw/raw_customers` |",
-        "| raw_orders | seed | success | T | 30 | `duckdb://shop/main_raw/raw_orders` |",
-        "| raw_products | seed | success | T | 10 | `duckdb://shop/main_raw/raw_products` |",
     ]
     url = several_invokes["seed_report"].asset_events_url
-    event_window(url, several_invokes["flow_run_id"])
-    assert assets == [
-        "## Assets (3)",
+    own = asset_links(url, several_invokes["flow_run_id"])
+    # The keys' common start once; each key then links to that asset's own events.
+    assert found["## Assets (3)"] == [
+        "",
+        "Keys start with `duckdb://shop/main_raw/`; each links to that asset's events.",
         "",
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
-        "| `duckdb://shop/main_raw/raw_customers` | materialized | 21 |  |",
-        "| `duckdb://shop/main_raw/raw_orders` | materialized | 30 |  |",
-        "| `duckdb://shop/main_raw/raw_products` | materialized | 10 |  |",
+        f"| [`raw_customers`]({own('duckdb://shop/main_raw/raw_customers')}) | materialized | 21 |  |",
+        f"| [`raw_orders`]({own('duckdb://shop/main_raw/raw_orders')}) | materialized | 30 |  |",
+        f"| [`raw_products`]({own('duckdb://shop/main_raw/raw_products')}) | materialized | 10 |  |",
         "",
         f"Their events, with this lineage: [this flow run's asset events]({url})",
         "",
     ]
-    assert slowest[:2] == ["| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
-    assert sorted(slowest[2:]) == [
+    slowest = masked("\n".join(found["## Slowest nodes"]))
+    assert slowest[:3] == ["", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
+    assert sorted(slowest[3:6]) == [
         "| seed raw_customers | success | T |",
         "| seed raw_orders | success | T |",
         "| seed raw_products | success | T |",
     ]
-    durations = [float(d) for d in re.findall(r"\| (\d+\.\d\d) \|$", "\n".join(seed.data.splitlines()[24:27]), re.M)]
+    durations = [float(d) for d in re.findall(r"\| (\d+\.\d\d) \|$", "\n".join(found["## Slowest nodes"]), re.M)]
     assert len(durations) == 3
     assert durations == sorted(durations, reverse=True)
+    # The asset keys are in the Assets section and the table artifact: the node table keeps
+    # to what fits the V2 page's content column.
+    assert masked("\n".join(found["## Nodes (3)"])) == [
+        "",
+        "| Node | Type | Status | Duration (s) | Rows affected |",
+        "| :-- | :-- | :-- | --: | --: |",
+        "| raw_customers | seed | success | T | 21 |",
+        "| raw_orders | seed | success | T | 30 |",
+        "| raw_products | seed | success | T | 10 |",
+        "",
+        "Whole names, asset keys and messages of every node: the table artifact `dbt-shop-seed-nodes`.",
+    ]
 
 
 def test_disabled_assets_leave_the_asset_column_empty(several_invokes: dict[str, Any]) -> None:
     rows = json.loads(several_invokes["artifacts"]["dbt-shop-run-nodes"].data)
     assert [(r["node"], r["status"], r["asset_key"]) for r in rows] == [("stg_products", "success", None)]
-    assert "| stg_products | model | success | T |  |  |" in masked(several_invokes["artifacts"]["dbt-shop-run"].data)
+    assert "| stg_products | model | success | T |  |" in masked(several_invokes["artifacts"]["dbt-shop-run"].data)
 
 
 def test_no_assets_section_when_assets_are_off_or_none_is_materialized(several_invokes: dict[str, Any]) -> None:
@@ -252,20 +315,22 @@ def test_the_assets_section_lists_each_asset_with_its_upstream_keys_outcome_and_
     lines = markdown.splitlines()
     start = lines.index("## Assets (7)")
     url = report.asset_events_url
+    own = asset_links(url, broken_build["flow_run_id"])
     assert lines[start : lines.index("## Slowest nodes")] == [
         "## Assets (7)",
         "",
+        "Keys start with `duckdb://shop/`; each links to that asset's events.",
+        "",
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
-        "| `duckdb://shop/main_marts/orders` | not built (skipped) |  | `duckdb://shop/main_staging/stg_orders`, "
-        "`duckdb://shop/main_staging/stg_payments`, `duckdb://shop/main_staging/stg_products` |",
-        "| `duckdb://shop/main_marts/product_revenue` | not built (skipped) |  | `duckdb://shop/main_marts/orders`, "
-        "`duckdb://shop/main_staging/stg_products` |",
-        "| `duckdb://shop/main_raw/raw_orders` | materialized | 30 |  |",
-        "| `duckdb://shop/main_raw/raw_products` | materialized | 10 |  |",
-        "| `duckdb://shop/main_staging/stg_orders` | materialized | 30 | `duckdb://shop/main_raw/raw_orders` |",
-        "| `duckdb://shop/main_staging/stg_payments` | failed |  | `duckdb://shop/payments_app/payments` |",
-        "| `duckdb://shop/main_staging/stg_products` | materialized |  | `duckdb://shop/main_raw/raw_products` |",
+        # How many upstream assets and the first names: the Lineage picture has them all.
+        f"| [`main_marts/orders`]({own(ORDERS)}) | not built (skipped) |  | 3: stg_orders, stg_payments, … |",
+        f"| [`main_marts/product_revenue`]({own(PRODUCT_REVENUE)}) | not built (skipped) |  | 2: orders, stg_products |",
+        f"| [`main_raw/raw_orders`]({own(RAW_ORDERS)}) | materialized | 30 |  |",
+        f"| [`main_raw/raw_products`]({own(RAW_PRODUCTS)}) | materialized | 10 |  |",
+        f"| [`main_staging/stg_orders`]({own(STG_ORDERS)}) | materialized | 30 | 1: raw_orders |",
+        f"| [`main_staging/stg_payments`]({own(STG_PAYMENTS)}) | failed |  | 1: payments |",
+        f"| [`main_staging/stg_products`]({own(STG_PRODUCTS)}) | materialized |  | 1: raw_products |",
         "",
         f"Their events, with this lineage: [this flow run's asset events]({url})",
         "",
@@ -349,8 +414,8 @@ def test_failure_messages_and_odd_names_keep_the_markdown_intact() -> None:
     assert "**PASS=0 WARN=1 ERROR=1 SKIP=1 NO-OP=0 TOTAL=3**" in text
     assert "**model a|b** · error · `models/a.sql`\n\n````text\n" + message + "\n````\n" in text
     assert "## Warnings (1)\n\n**test t** · warn\n\n```text\nGot 1 result, configured to warn if != 0\n```" in text
-    assert "| a\\|b | model | error | 0.50 |  | `duckdb://db/s/a\\|b` |" in text
-    assert "| c | model | skipped |  |  |  |" in text
+    assert "| a\\|b | model | error | 0.50 |  |" in text
+    assert "| c | model | skipped |  |  |" in text
     # Skipped nodes did not run: they are not among the slowest.
     slowest = text.split("## Slowest nodes")[1].split("## Nodes")[0]
     assert "| model a\\|b | error | 0.50 |\n| test t | warn | 0.25 |" in slowest
@@ -366,12 +431,16 @@ def test_the_markdown_lists_at_most_500_nodes_and_the_slowest_10() -> None:
     text = render_markdown(report)
     table = text.split("## Nodes (520)")[1]
     assert table.count("| test | pass |") == MAX_MARKDOWN_NODES
-    assert table.rstrip().endswith("… and 20 more nodes: see the table artifact `dbt-p-test-nodes`.")
+    assert table.rstrip().splitlines()[-3:] == [
+        "… and 20 more nodes: see the table artifact `dbt-p-test-nodes`.",
+        "",
+        "Whole names, asset keys and messages of every node: the table artifact `dbt-p-test-nodes`.",
+    ]
     slowest = text.split("## Slowest nodes")[1].split("## Nodes")[0]
     assert re.findall(r"\| test (t\d+) \|", slowest) == [f"t{i:04d}" for i in range(519, 509, -1)]
 
 
-def test_the_assets_section_keeps_its_cells_whole_and_lists_at_most_500_assets() -> None:
+def test_the_assets_section_counts_the_upstream_assets_names_the_first_and_lists_at_most_500_assets() -> None:
     many_parents = tuple(f"duckdb://db/main/parent_{i:02d}" for i in range(20))
     assets = [
         AssetReport("duckdb://db/main/a|b", many_parents, "materialized", 7),
@@ -379,12 +448,12 @@ def test_the_assets_section_keeps_its_cells_whole_and_lists_at_most_500_assets()
     ]
     report = RunReport(project="p", command="build", assets=assets, flow_run_id="f00")
     lines = render_markdown(report).splitlines()
-    first = lines[lines.index(f"## Assets ({MAX_MARKDOWN_NODES + 5})") + 4]
-    # Keys are never cut: as many as fit in a cell, then how many more.
-    shown = ", ".join(f"`{key}`" for key in many_parents[:9])
-    assert first == f"| `duckdb://db/main/a\\|b` | materialized | 7 | {shown}, … 11 more |"
-    assert lines.count("| `duckdb://db/main/m0000` | not built (no-op) |  |  |") == 1
-    assert sum(line.startswith("| `duckdb://db/main/m") for line in lines) == MAX_MARKDOWN_NODES - 1
+    start = lines.index(f"## Assets ({MAX_MARKDOWN_NODES + 5})")
+    assert lines[start + 2] == "Keys start with `duckdb://db/main/`."
+    # The count, then as many whole names as fit in 30 characters: the column stays narrow.
+    assert lines[start + 6] == "| `a\\|b` | materialized | 7 | 20: parent_00, parent_01, … |"
+    assert lines.count("| `m0000` | not built (no-op) |  |  |") == 1
+    assert sum(line.startswith("| `m") for line in lines) == MAX_MARKDOWN_NODES - 1
     # Without the UI's address, the section says where the events are instead of linking them.
     assert lines[-3:] == [
         "… and 5 more assets: their keys and statuses are in the table artifact `dbt-p-build-nodes`.",
@@ -392,6 +461,18 @@ def test_the_assets_section_keeps_its_cells_whole_and_lists_at_most_500_assets()
         "Their events, with this lineage, are in the Prefect UI's Event Feed: "
         "resource `prefect.flow-run.f00`, events `prefect.asset.*`.",
     ]
+
+
+def test_long_names_are_cut_in_the_middle_so_that_the_tables_fit_the_v2_page() -> None:
+    long_test = "accepted_values_customers_customer_segment__prospect__new__returning"
+    nodes = [NodeReport(f"test.p.{long_test}", long_test, "test", "pass", "", 0.1, task_run_name=f"test {long_test}")]
+    parent = "duckdb://db/main/a_very_long_staging_model_name_for_orders"
+    key = "duckdb://db/main_marts/data_test_mutually_exclusive_ranges_with_gaps_zero_length"
+    assets = [AssetReport(key, (parent,), "materialized", 1), AssetReport("duckdb://db/main/m", (), "materialized", 2)]
+    text = render_markdown(RunReport(project="p", command="build", nodes=nodes, assets=assets))
+    assert "| accepted_values_cu…t__new__returning | test | pass | 0.10 |  |" in text
+    assert "| test accepted_values_c…spect__new__returning | pass | 0.10 |" in text
+    assert "| `main_marts/data_test_m…with_gaps_zero_length` | materialized | 1 | 1: a_very_l…_orders |" in text
 
 
 def test_event_feed_links() -> None:
@@ -404,3 +485,39 @@ def test_event_feed_links() -> None:
     assert event_feed_url("http://127.0.0.1:4200", "f00") == (
         "http://127.0.0.1:4200/events?resource=prefect.flow-run.f00&events=prefect.asset.*"
     )
+
+
+def test_the_lineage_section_links_the_default_uis_task_runs_and_says_what_it_folded() -> None:
+    small = RunReport(project="p", command="build", lineage=pipeline_build(1, depth=3))
+    assert "## Lineage" in render_markdown(small)
+    assert "click" not in render_markdown(small)  # no UI address: no links, nor the sentence
+    assert "Click a node" not in render_markdown(small)
+    small.ui = UiPages("http://127.0.0.1:4200/v2", "v2", served=True)
+    lineage = sections(render_markdown(small))["## Lineage"]
+    assert lineage[1] == LEGEND
+    assert lineage[-3:] == [
+        '  click n1 href "http://127.0.0.1:4200/v2/runs/task-run/00000000-0000-0000-0000-000000000001"',
+        '  click n2 href "http://127.0.0.1:4200/v2/runs/task-run/00000000-0000-0000-0000-000000000002"',
+        "```",
+    ]
+    # A server whose users get V1 is told where the picture is drawn.
+    small.ui = UiPages("http://127.0.0.1:4200", "v1", served=True)
+    lineage = sections(render_markdown(small))["## Lineage"]
+    assert lineage[2:5] == [
+        "",
+        "Prefect's V1 UI shows the picture as its mermaid source; its V2 UI draws it.",
+        "",
+    ]
+    assert '  click n1 href "http://127.0.0.1:4200/runs/task-run/00000000-0000-0000-0000-000000000001"' in lineage
+    # A large build: the picture, then what it folded, in words.
+    large = RunReport(project="p", command="build", lineage=pipeline_build(100, failed=[(7, 5)]))
+    lineage = sections(render_markdown(large))["## Lineage"]
+    after = lineage[lineage.index("```", 4) + 1 :]
+    assert after[:3] == [
+        "",
+        "This build is too large to draw whole (the picture keeps to about 150 boxes). It draws 10 of the "
+        "1,000 nodes one by one: 1 failed (or with failed tests), 4 skipped, 5 upstream of them. The other "
+        "990 are folded into 10 dashed boxes, one per folder:",
+        "",
+    ]
+    assert "## Lineage" not in render_markdown(RunReport(project="p", command="build"))

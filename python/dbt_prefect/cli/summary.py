@@ -6,14 +6,12 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-from prefect.settings import get_current_settings
 from rich.text import Text
 
 from dbt_prefect.cli.progress import ProgressDisplay
 from dbt_prefect.errors import DbtPrefectError, PrefectDbtRunnerFailure
 from dbt_prefect.runner.failures import result_statuses
-from dbt_prefect.runner.report import NO_REPORT_COMMANDS, RunReport, build_report
+from dbt_prefect.runner.report import NO_REPORT_COMMANDS, RunReport, UiPages, build_report, ui_pages
 
 if TYPE_CHECKING:  # the runner imports dbt; `dbt-prefect --help` does not need it
     from dbt_prefect.runner.runner import PrefectDbtRunner
@@ -119,9 +117,13 @@ def summary_lines(
         published = outcome.runner.last_report if outcome.runner is not None else None
         if published is not None:
             lines.append((f"Run report: Prefect artifact {published.key}", ""))
-        url = flow_run_url(flow_run.id)
-        if url:
-            lines.append((f"View it in Prefect: {url}", "cyan"))
+        pages = _served_pages()
+        if pages is not None:
+            lines.append((f"View it in Prefect: {pages.flow_run(flow_run.id)}", "cyan"))
+            if published is not None and published.artifact_id is not None:
+                lines.append(
+                    (f"Its run report, with the lineage picture: {pages.artifact(published.artifact_id)}", "cyan")
+                )
     return lines
 
 
@@ -151,23 +153,18 @@ def print_error(message: str) -> None:
     print(f"Error: {message}", file=sys.stderr, flush=True)
 
 
-def flow_run_url(flow_run_id: Any) -> str | None:
-    """The flow run's page in the Prefect UI, when the configured server serves one."""
+def _served_pages() -> UiPages | None:
+    """The pages of the UI this server's users get by default, when it says it serves one."""
     try:
-        settings = get_current_settings()
-        ui_url, api_url = settings.ui_url, settings.api.url
-        if not ui_url or not api_url:
-            return None  # ephemeral mode: the temporary server is gone with this process
-        ui_url = ui_url.rstrip("/")
-        url = f"{ui_url}/runs/flow-run/{flow_run_id}"
-        if api_url.startswith(settings.cloud.api_url):
-            return url
-        # A self-hosted server started with PREFECT_SERVER_UI_ENABLED=false has no UI.
-        response = httpx.get(f"{ui_url}/ui-settings", timeout=2.0)
-        if response.status_code != 200:
-            return None
-        # A server without the UI's static files serves ui-settings with no UI available.
-        available = response.json().get("available_uis")
-        return url if available is None or available else None
+        pages = ui_pages()
     except Exception:
         return None
+    return pages if pages is not None and pages.served else None
+
+
+def flow_run_url(flow_run_id: Any) -> str | None:
+    """The flow run's page in the UI this server's users get by default (V2's, unless
+    turned off); None when the server serves no UI (ephemeral mode, or started
+    with PREFECT_SERVER_UI_ENABLED=false)."""
+    pages = _served_pages()
+    return pages.flow_run(flow_run_id) if pages is not None else None

@@ -5,7 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dbt_prefect.runner.report.links import V1
+from dbt_prefect.runner.report.mermaid import LOOKS, describe_folding, draw_lineage, short_name
 from dbt_prefect.runner.report.model import ASSET_EVENTS, MAX_CELL, MAX_MARKDOWN_NODES, RunReport
+
+# Names in the tables are cut in the middle beyond these lengths, so that each table
+# stays inside the V2 UI's content column (about 690 px at a 1,400 px window).
+NODE_NAME = 36
+SLOWEST_NAME = 44
+KEY_SHOWN = 44
+UPSTREAM_NAME = 16
+UPSTREAM_NAMES = 30
 
 
 def _cell(text: Any) -> str:
@@ -27,31 +37,84 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _key_list(keys: Sequence[str]) -> str:
-    """Asset keys as code, comma-separated, within one cell's length: as many whole keys as
-    fit, then how many more."""
-    items = [f"`{_cell(key)}`" for key in keys]
-    text = ", ".join(items)
-    shown = len(items)
-    while len(text) > MAX_CELL and shown > 1:
-        shown -= 1
-        text = ", ".join(items[:shown]) + f", … {len(items) - shown} more"
-    return text
+def _lineage_section(report: RunReport) -> list[str]:
+    if not report.lineage:
+        return []
+    pages = report.ui
+    lineage = draw_lineage(report.lineage, pages.task_run if pages is not None else None)
+    symbols = {name: look.symbol for name, look in LOOKS.items()}
+    legend = (
+        f"What this run built and read, left to right. Colour and words give each node's dbt status: "
+        f"{symbols['succeeded']} success, {symbols['warned']} warn, {symbols['failed']} error or fail, "
+        f"{symbols['skipped']} skipped, {symbols['noop']} no-op, {symbols['cached']} cached; "
+        "dotted boxes were read, not run. Tests are counted on the node they check; a red (amber) border "
+        "on a node that ran says one of its tests failed (warned)."
+    )
+    if pages is not None and any(node.task_run_id is not None for node in lineage.picture.shown):
+        legend += " Click a node to open its task run."
+    lines = ["## Lineage", "", legend, ""]
+    if pages is not None and pages.served and pages.version == V1:
+        # This server's users get V1 by default (V2 turned off, or an older Prefect).
+        lines += ["Prefect's V1 UI shows the picture as its mermaid source; its V2 UI draws it.", ""]
+    lines += ["```mermaid", lineage.text, "```", ""]
+    folding = describe_folding(lineage.picture)
+    if folding:
+        lines += [*folding, ""]
+    return lines
+
+
+def _upstream_cell(keys: Sequence[str]) -> str:
+    """How many upstream assets, and the first names (the last part of each key) that fit
+    in UPSTREAM_NAMES characters: the column stays narrow on the V2 page, whose content
+    column is about 690 px wide at 1,400; the lineage picture has the whole lineage."""
+    if not keys:
+        return ""
+    names: list[str] = []
+    for key in keys:
+        name = short_name(key.rstrip("/").rsplit("/", 1)[-1], UPSTREAM_NAME)
+        if names and len(", ".join([*names, name])) > UPSTREAM_NAMES:
+            break
+        names.append(name)
+    more = ", …" if len(names) < len(keys) else ""
+    return f"{len(keys)}: {_cell(', '.join(names))}{more}"
+
+
+def _key_prefix(keys: Sequence[str]) -> str:
+    """What every key starts with, up to a '/' past the scheme (``duckdb://shop/``); "" if nothing."""
+    if not keys:
+        return ""
+    first, last = min(keys), max(keys)
+    common = first[: next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), len(first))]
+    prefix = common[: common.rfind("/") + 1]
+    scheme = prefix.find("://")
+    return prefix if scheme > 0 and len(prefix) > scheme + 3 else ""
 
 
 def _assets_section(report: RunReport) -> list[str]:
     if not report.assets:
         return []
-    lines = [
-        f"## Assets ({len(report.assets)})",
-        "",
-        # The long upstream list last, so that a narrow page still shows the outcome.
+    listed = report.assets[:MAX_MARKDOWN_NODES]
+    # Keys run long (relation names): the column shows what follows their common start,
+    # cut in the middle past KEY_SHOWN characters, and links each to its events.
+    prefix = _key_prefix([asset.key for asset in listed])
+    pages, window = report.ui, report.asset_events_window or (None, None)
+    lines = [f"## Assets ({len(report.assets)})", ""]
+    linked = "each links to that asset's events" if pages is not None else ""
+    if prefix:
+        lines += [f"Keys start with `{_cell(prefix)}`" + (f"; {linked}." if linked else "."), ""]
+    elif linked:
+        lines += ["Each key links to that asset's events.", ""]
+    lines += [
+        # The upstream column last, so that a narrow page still shows the outcome.
         "| Asset | Outcome | Row count | Upstream assets |",
         "| :-- | :-- | --: | :-- |",
     ]
-    for asset in report.assets[:MAX_MARKDOWN_NODES]:
+    for asset in listed:
         rows = "" if asset.row_count is None else str(asset.row_count)
-        lines.append(f"| `{_cell(asset.key)}` | {asset.outcome} | {rows} | {_key_list(asset.upstream)} |")
+        shown = f"`{_cell(short_name(asset.key[len(prefix) :], KEY_SHOWN))}`"
+        if pages is not None:
+            shown = f"[{shown}]({pages.asset_events(asset.key, *window)})"
+        lines.append(f"| {shown} | {asset.outcome} | {rows} | {_upstream_cell(asset.upstream)} |")
     hidden = len(report.assets) - MAX_MARKDOWN_NODES
     if hidden > 0:
         lines += [
@@ -91,28 +154,34 @@ def render_markdown(report: RunReport) -> str:
             where = f" · `{node.path}`" if node.path else ""
             lines += [f"**{node.task_run_name}** · {node.status}{where}", ""]
             lines += [_fenced(node.message or f"dbt status: {node.status}"), ""]
+    lines += _lineage_section(report)
     lines += _assets_section(report)
     slowest = report.slowest()
     if slowest:
         lines += ["## Slowest nodes", "", "| Node | Status | Duration (s) |", "| :-- | :-- | --: |"]
-        lines += [f"| {_cell(n.task_run_name)} | {n.status} | {_seconds(n.duration)} |" for n in slowest]
+        lines += [
+            f"| {_cell(short_name(n.task_run_name, SLOWEST_NAME))} | {n.status} | {_seconds(n.duration)} |"
+            for n in slowest
+        ]
         lines.append("")
     if report.nodes:
         lines += [
             f"## Nodes ({len(report.nodes)})",
             "",
-            "| Node | Type | Status | Duration (s) | Rows affected | Asset key |",
-            "| :-- | :-- | :-- | --: | --: | :-- |",
+            "| Node | Type | Status | Duration (s) | Rows affected |",
+            "| :-- | :-- | :-- | --: | --: |",
         ]
         for n in report.nodes[:MAX_MARKDOWN_NODES]:
             rows = "" if n.rows_affected is None else str(n.rows_affected)
-            asset = f"`{_cell(n.asset_key)}`" if n.asset_key else ""
-            lines.append(
-                f"| {_cell(n.name)} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} | {asset} |"
-            )
+            name = _cell(short_name(n.name, NODE_NAME))
+            lines.append(f"| {name} | {n.resource_type} | {n.status} | {_seconds(n.duration)} | {rows} |")
         hidden = len(report.nodes) - MAX_MARKDOWN_NODES
         if hidden > 0:
             lines += ["", f"… and {hidden} more nodes: see the table artifact `{report.table_key}`."]
+        lines += [
+            "",
+            f"Whole names, asset keys and messages of every node: the table artifact `{report.table_key}`.",
+        ]
         lines.append("")
     return "\n".join(lines)
 

@@ -14,6 +14,8 @@ from google.protobuf.json_format import MessageToDict
 
 from dbt_prefect.model.assets import upstream_asset_nodes
 from dbt_prefect.model.statuses import Outcome, classify, summary_counts, summary_line
+from dbt_prefect.runner.report.lineage import lineage_nodes
+from dbt_prefect.runner.report.mermaid import LineageNode
 
 # Commands that run no dbt node: they get no report.
 NO_REPORT_COMMANDS = frozenset({"deps", "clean", "debug", "init", "parse", "list", "ls", "run-operation", "docs serve"})
@@ -106,6 +108,15 @@ class RunReport:
     # The Prefect UI's event feed, filtered to this flow run's asset events, when the UI's
     # address is known. Prefect's open-source server has no assets page; this one exists.
     asset_events_url: str | None = None
+    # The same events' time range, which each asset's own link to its events keeps to.
+    asset_events_window: tuple[Any, Any] | None = None
+    # The lineage picture's nodes: what ran, what it read, with their tests (lineage.py).
+    lineage: list[LineageNode] = field(default_factory=list)
+    # The pages of the UI the server's users get by default (links.UiPages), when known:
+    # the picture links each node to its task run there.
+    ui: Any = None
+    # The markdown artifact, once published.
+    artifact_id: Any = None
 
     @property
     def key(self) -> str:
@@ -200,8 +211,8 @@ def build_report(
     """A report from the recorder's ``finished`` nodes (unique_id -> FinishedNode).
 
     ``dbt_statuses`` are the statuses of dbt's own result, run hooks included, which dbt's
-    closing line counts. The assets are listed only with the ``catalog`` their lineage
-    comes from."""
+    closing line counts. The assets and the lineage picture are there only with the
+    ``catalog`` their lineage comes from."""
     nodes = []
     assets = []
     for done in finished.values():
@@ -241,6 +252,7 @@ def build_report(
         error=error_text,
         dbt_statuses=tuple(dbt_statuses),
         assets=assets,
+        lineage=lineage_nodes(finished, catalog) if catalog is not None else [],
     )
 
 

@@ -8,47 +8,16 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
-from prefect.settings import get_current_settings
 
 from dbt_prefect.runner.failures import result_statuses
+from dbt_prefect.runner.report.links import ui_pages
 from dbt_prefect.runner.report.markdown import description, render_markdown, table_rows
-from dbt_prefect.runner.report.model import ASSET_EVENTS, NO_REPORT_COMMANDS, RunReport, build_report, project_name
+from dbt_prefect.runner.report.model import NO_REPORT_COMMANDS, RunReport, build_report, project_name
 
 _logger = logging.getLogger("dbt_prefect")
-
-
-# -- links to the Prefect UI ---------------------------------------------------------
-# The event feed is a page of the UI Prefect's open-source server serves (and Prefect
-# Cloud too), and it takes its filters in the query string.
-def ui_url() -> str | None:
-    """The Prefect UI's address; None in ephemeral mode, whose server is gone with the process."""
-    settings = get_current_settings()
-    if not settings.api.url or not settings.ui_url:
-        return None
-    return settings.ui_url.rstrip("/")
-
-
-def _utc_text(moment: dt.datetime) -> str:
-    # What the UI writes back into its own URL (JavaScript's toISOString).
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def event_feed_url(
-    ui: str, flow_run_id: Any, since: dt.datetime | None = None, until: dt.datetime | None = None
-) -> str:
-    """The event feed, showing the asset events related to one flow run.
-
-    ``resource`` matches the event's resource or a related one (every event emitted in a
-    flow run is related to it); ``events`` ending in ``*`` is a name prefix. Without
-    ``since`` and ``until`` the page shows the past day only."""
-    params = [("resource", f"prefect.flow-run.{flow_run_id}"), ("events", ASSET_EVENTS)]
-    if since is not None and until is not None:
-        params += [("type", "range"), ("startDate", _utc_text(since)), ("endDate", _utc_text(until))]
-    return f"{ui}/events?{urlencode(params, safe=':*')}"
 
 
 def _first_node_start(finished: Mapping[str, Any]) -> dt.datetime | None:
@@ -76,7 +45,8 @@ def _asset_events_window(finished: Mapping[str, Any]) -> tuple[dt.datetime, dt.d
 
 # -- publishing ----------------------------------------------------------------------
 def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client: Any = None) -> list[Any]:
-    """Create the markdown and table artifacts on the flow (and task) run; return their ids."""
+    """Create the markdown and table artifacts on the flow (and task) run; return their ids
+    (the markdown's is kept as ``report.artifact_id``)."""
     artifacts = [
         ArtifactCreate(
             key=report.key,
@@ -96,9 +66,12 @@ def publish(report: RunReport, flow_run_id: Any, task_run_id: Any = None, client
         ),
     ]
     if client is not None:
-        return [client.create_artifact(artifact=a).id for a in artifacts]
-    with get_client(sync_client=True) as sync_client:
-        return [sync_client.create_artifact(artifact=a).id for a in artifacts]
+        ids = [client.create_artifact(artifact=a).id for a in artifacts]
+    else:
+        with get_client(sync_client=True) as sync_client:
+            ids = [sync_client.create_artifact(artifact=a).id for a in artifacts]
+    report.artifact_id = ids[0]
+    return ids
 
 
 def publish_run_report(
@@ -135,14 +108,15 @@ def publish_run_report(
             catalog=catalog,
         )
         report.flow_run_id = target.flow_run.id
-        ui = ui_url()
-        if ui and report.assets:
-            window = _asset_events_window(recorder.finished)
-            since, until = window if window is not None else (None, None)
-            report.asset_events_url = event_feed_url(ui, report.flow_run_id, since, until)
         if not publish_to_api:
             _logger.warning("dbt-prefect did not publish the run report artifact: the Prefect API is not answering")
             return report
+        # Links open the UI this server's users get by default (V2's pages, unless turned off).
+        report.ui = ui_pages()
+        if report.ui is not None and report.assets:
+            report.asset_events_window = _asset_events_window(recorder.finished)
+            since, until = report.asset_events_window or (None, None)
+            report.asset_events_url = report.ui.event_feed(report.flow_run_id, since, until)
         parent = target.parent_task_run
         publish(report, target.flow_run.id, parent.id if parent is not None else None, client=client)
         return report
