@@ -289,18 +289,42 @@ def test_select_and_exclude_are_resolved_by_dbt_and_skip_runs_no_tests(shop: Pat
     ]
 
 
-def test_concurrency_caps_the_nodes_running_at_once(shop: Path, green: Any, dask_cluster: Any) -> None:
-    outcome = orchestrate(shop, dask_runner(dask_cluster), build={"select": "+stg_customers"}, concurrency=1)
-    assert outcome.state.is_completed(), outcome.error
-    windows = sorted((r.ran_from, r.ran_to) for r in outcome.result.results)
-    assert len(windows) == 4
-    for (_, end), (start, _) in zip(windows, windows[1:]):
-        assert start >= end
+def test_concurrency_caps_the_nodes_running_at_once_at_no_cost_per_node(
+    shop: Path, green: Any, dask_cluster: Any
+) -> None:
+    """A count caps the node tasks in flight from the flow itself: no Prefect concurrency
+    limit, so no slot (no API call, no event) per node."""
+    for cap in (1, 2):
+        outcome = orchestrate(shop, dask_runner(dask_cluster), build={"select": "+customer_value"}, concurrency=cap)
+        assert outcome.state.is_completed(), outcome.error
+        runs = task_runs(outcome.flow_run_id)
+        assert len(runs) == len(outcome.result.results) > 4
+        # Never more than `cap` node task runs running at once, by their own start and end times.
+        edges = sorted([(r.start_time, 1) for r in runs] + [(r.end_time, -1) for r in runs])
+        running = peak = 0
+        for _, step in edges:
+            running += step
+            peak = max(peak, running)
+        assert peak == cap
+        assert events_of_flow_run(outcome.flow_run_id, "prefect.concurrency-limit.") == []
+
+
+def test_a_named_concurrency_limit_gives_each_node_one_slot_of_it(shop: Path, green: Any, dask_cluster: Any) -> None:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
     with get_client(sync_client=True) as client:
-        limits = client.read_global_concurrency_limits(limit=200)
-    assert not [limit.name for limit in limits if limit.name.startswith("dbt-prefect-orchestrator-")]
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="dbt-nodes", limit=2, active=True))
+    outcome = orchestrate(
+        shop, dask_runner(dask_cluster), build={"select": "+stg_customers"}, test_strategy="skip", concurrency="dbt-nodes"
+    )
+    assert outcome.state.is_completed(), outcome.error
+    acquired = [
+        event
+        for event in events_of_flow_run(outcome.flow_run_id, "prefect.concurrency-limit.acquired")
+        if event.resource.get("prefect.resource.name") == "dbt-nodes"
+    ]
+    assert len(acquired) == len(outcome.result.results) == 2
 
 
 def test_on_duckdb_nodes_take_turns_in_the_flow_process_take_no_slot_and_say_why(

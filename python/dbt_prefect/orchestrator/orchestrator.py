@@ -31,7 +31,7 @@ from dbt_prefect.model.translator import DbtPrefectTranslator
 from dbt_prefect.orchestrator.artifacts import publish_node_build_report, write_build_run_results
 from dbt_prefect.orchestrator.cache import HIT, BuildCache
 from dbt_prefect.orchestrator.cli_args import take_vars, validate_extra_cli_args
-from dbt_prefect.orchestrator.concurrency import check_concurrency_limit, concurrency_limit
+from dbt_prefect.orchestrator.concurrency import check_concurrency_limit
 from dbt_prefect.orchestrator.options import (
     CacheConfig,
     ExecutionMode,
@@ -325,31 +325,35 @@ class PrefectDbtOrchestrator(HookRegistration):
             [n for n in graph.nodes if n.unique_id not in prepared.stale], graph.hook_types, graph.test_strategy
         )
         task_runner = node_task_runner(catalog, self.concurrency, self.task_runner_type, flow_ctx.task_runner)
-        # One node at a time already: a Prefect concurrency limit would only cost each node a slot.
-        limited = None if runs_in_flow_process(catalog) else self.concurrency
+        in_flow_process = runs_in_flow_process(catalog)
+        # A name: slots of that Prefect limit, which the user shares with other flows. A
+        # count: the flow caps the node tasks in flight itself (or the task runner's
+        # max_workers does), which costs nothing per node; on DuckDB, one at a time already.
+        named_limit = self.concurrency if isinstance(self.concurrency, str) and not in_flow_process else None
+        cap = self.concurrency if isinstance(self.concurrency, int) and task_runner is None else None
         cache: BuildCache | None = None
-        with concurrency_limit(limited, flow_ctx.flow_run.id) as limit_name:
-            node_options = NodeOptions(
-                concurrency_limit=limit_name,
-                include_compiled_code=self.include_compiled_code,
-                disable_assets=self.disable_assets,
-                build_id=uuid.uuid4().hex,
-            )
-            build = PerNodeBuild(
-                runnable,
-                prepared.spec,
-                catalog,
-                node_options,
-                self.retries,
-                self.retry_delay_seconds,
-                self.record_timeout_seconds,
-                task_runner,
-            )
-            with task_runner if task_runner is not None else nullcontext():
-                if self.cache is not None:
-                    cache, cached = self._answer_from_cache(prepared, build)
-                    skipped += cached
-                done = build.run(hooks, flow_ctx.task_runner)
+        node_options = NodeOptions(
+            concurrency_limit=named_limit,
+            include_compiled_code=self.include_compiled_code,
+            disable_assets=self.disable_assets,
+            build_id=uuid.uuid4().hex,
+        )
+        build = PerNodeBuild(
+            runnable,
+            prepared.spec,
+            catalog,
+            node_options,
+            self.retries,
+            self.retry_delay_seconds,
+            self.record_timeout_seconds,
+            task_runner,
+            max_in_flight=cap,
+        )
+        with task_runner if task_runner is not None else nullcontext():
+            if self.cache is not None:
+                cache, cached = self._answer_from_cache(prepared, build)
+                skipped += cached
+            done = build.run(hooks, flow_ctx.task_runner)
         if cache is not None:
             wait_until_recorded(
                 [r.task_run_id for r in skipped if r.cached and r.task_run_id], [], self.record_timeout_seconds
