@@ -14,13 +14,11 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -65,6 +63,7 @@ os.environ.pop("DBT_PROFILES_DIR", None)
 
 # Prefect's environment is set: the helpers may import it.
 from support.postgres import SECRET_BLOCK, Postgres, PostgresUnavailable, start_postgres, stop_postgres  # noqa: E402
+from support.prefect_server import start_prefect_server, stop_prefect_server  # noqa: E402
 from support.projects import make_shop_copy  # noqa: E402
 
 
@@ -79,29 +78,7 @@ def prefect_server():
     # invoke() returns once the server has stored its asset events; the server writes
     # events in batches, every 5 s by default.
     server_env["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"] = "0.5"
-    log_path = _SESSION_HOME / "server.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(_SERVER_PORT)],
-            env=server_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{API_URL}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(
-                f"prefect server did not start; its log:\n{log_path.read_text()[-4000:]}"
-            )
-        time.sleep(0.25)
+    process = start_prefect_server(_SERVER_PORT, server_env, _SESSION_HOME / "server.log")
     yield API_URL
     # Send what Prefect's background workers still hold before the server goes away.
     from prefect.events.worker import EventsWorker
@@ -109,11 +86,7 @@ def prefect_server():
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    stop_prefect_server(process)
     shutil.rmtree(_SESSION_HOME, ignore_errors=True)
 
 

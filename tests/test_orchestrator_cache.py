@@ -42,6 +42,15 @@ def dbt_ls(project: Path, selector: str) -> set[str]:
     return {json.loads(line)["unique_id"] for line in listed.result}
 
 
+def land_a_payment(project: Path) -> None:
+    """New rows in payments_app.payments, a source with freshness: its max(loaded_at_field) moves."""
+    with duckdb.connect(str(project.parent / "shop.duckdb")) as con:
+        con.execute(
+            "insert into payments_app.payments (id, order_id, payment_method, amount_cents, created_at, _loaded_at)"
+            " select max(id) + 1, 1, 'coupon', 100, timestamp '2024-01-03', current_timestamp from payments_app.payments"
+        )
+
+
 def cached_build(project: Path, store: Path, **build: Any) -> Any:
     run = orchestrate(
         project,
@@ -144,11 +153,7 @@ def test_code_and_data_changes_rebuild_exactly_what_reads_them(shop: tuple[Path,
     )
 
     # New rows in a source with freshness configured (its max(loaded_at_field) moves).
-    with duckdb.connect(str(project.parent / "shop.duckdb")) as con:
-        con.execute(
-            "insert into payments_app.payments (id, order_id, payment_method, amount_cents, created_at, _loaded_at)"
-            " select max(id) + 1, 1, 'coupon', 100, timestamp '2024-01-03', current_timestamp from payments_app.payments"
-        )
+    land_a_payment(project)
     loaded = cached_build(project, store)
     rebuilt = {u for u in cacheable(loaded) if statuses(loaded)[u] != "cached"}
     assert rebuilt == dbt_ls(project, "source:payments_app.payments+") & cacheable(loaded)
@@ -186,11 +191,7 @@ def test_without_the_dbt_package_source_versions_still_see_new_data(shop: tuple[
     noted = cached_build(project, store)
     assert {u for u in cacheable(noted) if statuses(noted)[u] != "cached"} == {"model.shop.stg_notes"}
 
-    with duckdb.connect(str(project.parent / "shop.duckdb")) as con:
-        con.execute(
-            "insert into payments_app.payments (id, order_id, payment_method, amount_cents, created_at, _loaded_at)"
-            " select max(id) + 1, 1, 'coupon', 100, timestamp '2024-01-03', current_timestamp from payments_app.payments"
-        )
+    land_a_payment(project)
     loaded = cached_build(project, store)
     rebuilt = {u for u in cacheable(loaded) if statuses(loaded)[u] != "cached"}
     assert rebuilt == dbt_ls(project, "source:payments_app.payments+") & cacheable(loaded)

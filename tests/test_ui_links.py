@@ -12,10 +12,7 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from dbt_prefect.cli.summary import CommandOutcome, flow_run_url, summary_lines
 from dbt_prefect.runner.report import RunReport, UiPages, ui_pages
+from support.prefect_server import start_prefect_server, stop_prefect_server
 
 
 def free_port() -> int:
@@ -47,33 +45,11 @@ def ui_server(request: pytest.FixtureRequest) -> Iterator[str]:
     env.pop("PREFECT_SERVER_UI_ENABLED", None)
     if request.param == "v2 turned off":
         env["PREFECT_SERVER_UI_V2_ENABLED"] = "false"
-    with open(home / "server.log", "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-3000:]}")
-        time.sleep(0.25)
+    process = start_prefect_server(port, env, home / "server.log")
     try:
         yield api_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_prefect_server(process)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -14,6 +14,22 @@ from dbt_prefect.orchestrator.preparation import _project_files, _project_finger
 from dbt_prefect.orchestrator.shipping import pack_project
 
 
+# The files of _package_repo's project, its three installed packages among them, each once.
+PROJECT_FILES = [
+    "dbt_packages/local_package/dbt_project.yml",
+    "dbt_packages/local_package/models/p.sql",
+    "dbt_packages/my_package/dbt_project.yml",
+    "dbt_packages/my_package/macros/m.sql",
+    "dbt_packages/utils/dbt_project.yml",
+    "dbt_packages/utils/macros/u.sql",
+    "dbt_project.yml",
+    "local_package/dbt_project.yml",
+    "local_package/models/p.sql",
+    "models/a.sql",
+    "packages.yml",
+]
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         path = root / name
@@ -52,19 +68,7 @@ def test_a_link_up_the_tree_is_walked_once_and_the_walk_ends(tmp_path: Path) -> 
     started = time.monotonic()
     files = sorted(str(p.relative_to(project)) for p in _project_files(project))
     assert time.monotonic() - started < 5
-    assert files == [
-        "dbt_packages/local_package/dbt_project.yml",
-        "dbt_packages/local_package/models/p.sql",
-        "dbt_packages/my_package/dbt_project.yml",
-        "dbt_packages/my_package/macros/m.sql",
-        "dbt_packages/utils/dbt_project.yml",
-        "dbt_packages/utils/macros/u.sql",
-        "dbt_project.yml",
-        "local_package/dbt_project.yml",
-        "local_package/models/p.sql",
-        "models/a.sql",
-        "packages.yml",
-    ]
+    assert files == PROJECT_FILES
 
 
 def test_the_fingerprint_changes_when_a_file_of_a_linked_package_changes(tmp_path: Path) -> None:
@@ -92,16 +96,5 @@ def test_ship_project_packs_every_installed_package_once_and_never_loops(tmp_pat
     project = _package_repo(tmp_path)
     with tarfile.open(fileobj=io.BytesIO(pack_project(project)), mode="r:gz") as archive:
         names = sorted(member.name for member in archive.getmembers())
-    assert names == [
-        "dbt_packages/local_package/dbt_project.yml",
-        "dbt_packages/local_package/models/p.sql",
-        "dbt_packages/my_package/dbt_project.yml",
-        "dbt_packages/my_package/macros/m.sql",
-        "dbt_packages/utils/dbt_project.yml",
-        "dbt_packages/utils/macros/u.sql",
-        "dbt_project.yml",
-        "local_package/dbt_project.yml",
-        "local_package/models/p.sql",
-        "models/a.sql",
-        "packages.yml",
-    ]
+    # What the fingerprint walks is what ships: each package once, under dbt's install path.
+    assert names == PROJECT_FILES

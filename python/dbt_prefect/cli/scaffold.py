@@ -27,6 +27,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dbt_prefect.cli.options import ProjectDirOption, TimezoneOption
 from dbt_prefect.cli.schedules import DEFAULT_CRON, check_cron
 from dbt_prefect.errors import DbtPrefectError, DbtProjectNotFound
 
@@ -325,16 +326,7 @@ files already there, an invalid cron).
 
 
 def init(
-    project_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--project-dir",
-            envvar="DBT_PROJECT_DIR",
-            metavar="PATH",
-            show_default=False,
-            help="The dbt project. Default: the working directory.",
-        ),
-    ] = None,
+    project_dir: ProjectDirOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -346,9 +338,7 @@ def init(
     ] = None,
     pool: Annotated[str, typer.Option("--pool", metavar="NAME", help="The work pool of the deployments.")] = "dbt",
     cron: Annotated[str, typer.Option("--cron", metavar="CRON", help="The nightly build's schedule.")] = DEFAULT_CRON,
-    timezone: Annotated[
-        str, typer.Option("--timezone", metavar="TZ", help="The cron schedule's time zone (IANA name).")
-    ] = "UTC",
+    timezone: TimezoneOption = "UTC",
     state_store: Annotated[
         str | None,
         typer.Option(

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dbt_prefect.cli.options import ProjectDirOption, TimezoneOption
 from dbt_prefect.cli.schedules import InvalidSchedule, check_cron
 from dbt_prefect.errors import DbtArgumentsError, DbtPrefectError
 
@@ -143,9 +144,7 @@ def serve(
     name: Annotated[
         str, typer.Option("--name", metavar="NAME", help="The deployment's name, under the project's flow.")
     ] = "serve",
-    timezone: Annotated[
-        str, typer.Option("--timezone", metavar="TZ", help="The cron schedule's time zone (IANA name).")
-    ] = "UTC",
+    timezone: TimezoneOption = "UTC",
     mode: Annotated[
         str,
         typer.Option(
@@ -166,16 +165,7 @@ def serve(
             help="Where --only-changed keeps the last build's state: a folder, or a block slug.",
         ),
     ] = None,
-    project_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--project-dir",
-            envvar="DBT_PROJECT_DIR",
-            metavar="PATH",
-            show_default=False,
-            help="The dbt project. Default: the working directory.",
-        ),
-    ] = None,
+    project_dir: ProjectDirOption = None,
     profiles_dir: Annotated[
         Path | None,
         typer.Option(

@@ -167,75 +167,64 @@ class PrefectDbtOrchestrator(HookRegistration):
         vars: dict[str, Any] | None = None,
     ) -> BuildResult:
         """Plan the build, run every node, and return the results dict (unique_id -> result)."""
+        # However the build ends, no connection of this process holds the database after it.
         with _database_released():
-            return self._run_build(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
-
-    def _run_build(
-        self,
-        select: Any,
-        exclude: Any,
-        full_refresh: bool,
-        only_fresh_sources: bool,
-        target: str | None,
-        extra_cli_args: Sequence[str] | None,
-        vars: dict[str, Any] | None,
-    ) -> BuildResult:
-        flow_ctx = FlowRunContext.get()
-        in_flow = flow_ctx is not None and flow_ctx.flow_run is not None
-        if self.execution_mode is ExecutionMode.PER_NODE and not in_flow:
-            raise OrchestratorUsageError(
-                "PrefectDbtOrchestrator.run_build with ExecutionMode.PER_NODE must be called inside a Prefect flow "
-                "(its nodes are tasks); call it from a @flow, or use ExecutionMode.PER_WAVE"
+            flow_ctx = FlowRunContext.get()
+            in_flow = flow_ctx is not None and flow_ctx.flow_run is not None
+            if self.execution_mode is ExecutionMode.PER_NODE and not in_flow:
+                raise OrchestratorUsageError(
+                    "PrefectDbtOrchestrator.run_build with ExecutionMode.PER_NODE must be called inside a Prefect flow "
+                    "(its nodes are tasks); call it from a @flow, or use ExecutionMode.PER_WAVE"
+                )
+            started = time.time()
+            prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
+            graph, catalog = prepared.plan, prepared.catalog
+            self.last_plan = graph
+            if not graph.nodes:
+                # As dbt build with an empty selection: its warning, and no project hook runs.
+                current_run_logger().warning(NOTHING_TO_DO)
+                graph.hook_types = ()
+            hooks = InvocationHooks(self.hooks, self, "build", prepared.request.build_args) if self.hooks else None
+            if hooks is not None:
+                hooks.start(prepared.hook_selection, lambda: catalog.manifest)
+            _logger.info(
+                "Orchestrating %d dbt nodes %s (tests: %s)",
+                len(graph.nodes),
+                "per wave" if self.execution_mode is ExecutionMode.PER_WAVE else "per node",
+                self.test_strategy.value,
             )
-        started = time.time()
-        prepared = self._prepare(select, exclude, full_refresh, only_fresh_sources, target, extra_cli_args, vars)
-        graph, catalog = prepared.plan, prepared.catalog
-        self.last_plan = graph
-        if not graph.nodes:
-            # As dbt build with an empty selection: its warning, and no project hook runs.
-            current_run_logger().warning(NOTHING_TO_DO)
-            graph.hook_types = ()
-        hooks = InvocationHooks(self.hooks, self, "build", prepared.request.build_args) if self.hooks else None
-        if hooks is not None:
-            hooks.start(prepared.hook_selection, lambda: catalog.manifest)
-        _logger.info(
-            "Orchestrating %d dbt nodes %s (tests: %s)",
-            len(graph.nodes),
-            "per wave" if self.execution_mode is ExecutionMode.PER_WAVE else "per node",
-            self.test_strategy.value,
-        )
-        if self.execution_mode is ExecutionMode.PER_WAVE:
-            results, hook_results = self._run_per_wave(prepared, hooks)
-        else:
-            results, hook_results = self._run_per_node(prepared, hooks, flow_ctx)
-        outcome = BuildResult(success=True, results=results, hook_results=hook_results)
-        if hooks is not None:
-            # As dbt's run results: the nodes, then the project's own hooks.
-            hooks.finish(outcome, [*outcome.results, *outcome.hook_results])
-        if self.write_run_results:
-            write_build_run_results(prepared, Path(self.settings.target_path), outcome, time.time() - started)
-        counts: dict[str, int] = {}
-        for status in (r["status"] for r in outcome.values()):
-            counts[status] = counts.get(status, 0) + 1
-        logger = current_run_logger()
-        logger.info(
-            "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
-            len(outcome),
-            time.time() - started,
-            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
-        )
-        if graph.nodes:
-            # dbt's closing line for the whole build, as one `dbt build` would print it.
-            every = [r.status for r in (*outcome.hook_results, *outcome.results)]
-            logger.info("Done. %s", summary_line(summary_counts(every)))
-        if in_flow:
-            # As the runner: the build's log lines are on the server when the call returns.
-            flush_events_and_logs(min(self.record_timeout_seconds, 10.0))
-        if not outcome.success and self.raise_on_failure:
-            lines = failure_lines(outcome.failed_results, None, "")
-            summary = "Failures detected during invocation of dbt command 'build':\n" + "\n".join(lines)
-            raise DbtBuildFailed(dict(outcome), summary if lines else "")
-        return outcome
+            if self.execution_mode is ExecutionMode.PER_WAVE:
+                results, hook_results = self._run_per_wave(prepared, hooks)
+            else:
+                results, hook_results = self._run_per_node(prepared, hooks, flow_ctx)
+            outcome = BuildResult(success=True, results=results, hook_results=hook_results)
+            if hooks is not None:
+                # As dbt's run results: the nodes, then the project's own hooks.
+                hooks.finish(outcome, [*outcome.results, *outcome.hook_results])
+            if self.write_run_results:
+                write_build_run_results(prepared, Path(self.settings.target_path), outcome, time.time() - started)
+            counts: dict[str, int] = {}
+            for status in (r["status"] for r in outcome.values()):
+                counts[status] = counts.get(status, 0) + 1
+            logger = current_run_logger()
+            logger.info(
+                "Finished the orchestrated dbt build of %d nodes in %.1f s: %s",
+                len(outcome),
+                time.time() - started,
+                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do",
+            )
+            if graph.nodes:
+                # dbt's closing line for the whole build, as one `dbt build` would print it.
+                every = [r.status for r in (*outcome.hook_results, *outcome.results)]
+                logger.info("Done. %s", summary_line(summary_counts(every)))
+            if in_flow:
+                # As the runner: the build's log lines are on the server when the call returns.
+                flush_events_and_logs(min(self.record_timeout_seconds, 10.0))
+            if not outcome.success and self.raise_on_failure:
+                lines = failure_lines(outcome.failed_results, None, "")
+                summary = "Failures detected during invocation of dbt command 'build':\n" + "\n".join(lines)
+                raise DbtBuildFailed(dict(outcome), summary if lines else "")
+            return outcome
 
     # -- preparation -------------------------------------------------------------------
     def _prepare(
