@@ -19,6 +19,10 @@ dbt's state selectors select nothing. Timed the same way, invoke in place of run
 
 The reference (--what plain): plain dbt in a fresh process with no Prefect, the second
 build run with --state and --select state:modified+ result:error+ result:fail+.
+
+The floor (--what bare): one bare Prefect task run per node of the project, a no-op task
+called in a flow on the same server, twice: what a task run costs at the least, against
+which a cached node's Cached task run is measured.
 """
 
 from __future__ import annotations
@@ -120,6 +124,27 @@ for r in result.result.results:
 print(json.dumps({"run_build_s": elapsed, "statuses": counts, "process_s": time.perf_counter() - t0}))
 """
 
+# The floor for a cached node (--what bare): one bare Prefect task run per node of the
+# project (a no-op task called in the flow), on the same server, in a fresh process.
+BARE_TASKS = IN_A_FLOW.format(
+    setup="""
+from pathlib import Path
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+nodes = json.loads((Path(sys.argv[1]) / "expected.json").read_text())["nodes"]
+
+@task(persist_result=False, cache_policy=NO_CACHE)
+def noop():
+    return "completed"
+
+def make():
+    return nodes
+
+def run(count):
+    return [noop.with_options(task_run_name=f"node {i}")() for i in range(count)]
+"""
+)
+
 # (label, script, extra argument): what --what chooses from.
 CONFIGS = {
     "orchestrator": [
@@ -128,6 +153,7 @@ CONFIGS = {
     ],
     "runner": [("runner, only_changed=True", RUNNER_BUILD, "-")],
     "plain": [("plain dbt, --select state:modified+ ...", PLAIN_BUILD, "-")],
+    "bare": [("bare Prefect task runs, one per node", BARE_TASKS, "-")],
 }
 
 

@@ -243,6 +243,50 @@ def measured_build(
     return build()
 
 
+def bare_build(layers: list[list[str]], scheduler_address: str, watched: dict[str, list[int]]) -> dict:
+    """The floor: the same DAG as Prefect tasks that do nothing, on the same Dask cluster and
+    server, each submitted with its parents as upstream futures (as the node tasks are)."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.futures import wait
+    from prefect_dask import DaskTaskRunner
+
+    @task(persist_result=False, cache_policy=NO_CACHE)
+    def noop(upstream: list) -> None:
+        return None
+
+    def snapshot() -> dict[str, float]:
+        return {
+            "flow": own_cpu(),
+            "workers": cpu_of(watched["workers"]),
+            "server": cpu_of(watched["server"], with_children=True),
+            "machine": machine_busy_cpu(),
+        }
+
+    @flow(name="scaling-bench-bare", task_runner=DaskTaskRunner(address=scheduler_address))
+    def bare() -> dict:
+        cpu_before = snapshot()
+        started = time.time()
+        futures: dict[str, object] = {}
+        for depth, layer in enumerate(layers):
+            below = layers[depth - 1] if depth else []
+            for index, name in enumerate(layer):
+                parents = parents_of(index, below) if below else []
+                futures[name] = noop.with_options(task_run_name=name).submit(upstream=[futures[p] for p in parents])
+        wait(list(futures.values()))
+        finished = time.time()
+        cpu_after = snapshot()
+        return {"wall_s": finished - started, "cpu_s": {k: cpu_after[k] - cpu_before[k] for k in cpu_before}}
+
+    result = bare()
+    n_nodes = sum(len(layer) for layer in layers)
+    return {
+        "wall_s": round(result["wall_s"], 2),
+        "cpu_s": {k: round(v, 2) for k, v in result["cpu_s"].items()},
+        "cpu_per_node_ms": {k: round(1000 * result["cpu_s"][k] / n_nodes, 1) for k in ("flow", "workers", "server")},
+    }
+
+
 def summarise(build: dict, n_nodes: int, sleep: float) -> dict:
     results = build["results"]
     ran = [r for r in results if r.ran_to]
@@ -315,6 +359,25 @@ def markdown(report: dict) -> str:
             f"| {cpu['server']:.0f} | {cpu['postgres']:.0f} | {warm['machine_busy_share']:.0%} "
             f"| {warm['other_cpu_s']:.1f} s |"
         )
+    if any("bare" in row for row in report["rows"]):
+        lines += [
+            "",
+            "The floor: the same DAG as Prefect tasks that do nothing, on the same cluster and server "
+            "(a warm second run). CPU per node in ms; \"above\" is the node task's minus the bare task's, "
+            "which holds dbt's own work on the node and dbt-prefect's.",
+            "",
+            "| W | bare wall | bare: flow | workers | server | above bare: flow | workers | server |",
+            "| ---: " * 8 + "|",
+        ]
+        for row in report["rows"]:
+            if "bare" not in row:
+                continue
+            bare, ours = row["bare"]["cpu_per_node_ms"], row["warm"]["cpu_per_node_ms"]
+            lines.append(
+                f"| {row['workers']} | {row['bare']['wall_s']:.1f} s | {bare['flow']:.0f} | {bare['workers']:.0f} "
+                f"| {bare['server']:.0f} | {ours['flow'] - bare['flow']:+.0f} | {ours['workers'] - bare['workers']:+.0f} "
+                f"| {ours['server'] - bare['server']:+.0f} |"
+            )
     phases = list(PHASES.values())
     lines += [
         "",
@@ -362,6 +425,11 @@ def main() -> None:
         default=None,
         help="the orchestrator's concurrency (a Prefect concurrency limit); default none",
     )
+    parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="also run the same DAG as no-op Prefect tasks on each cluster: the floor a node task is measured against",
+    )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--report", type=Path, help="only print the tables of a JSON report written by --out")
     args = parser.parse_args()
@@ -408,6 +476,10 @@ def main() -> None:
                     row[f"{label}_server_idle_wait_s"] = round(wait_until_idle(server_pids), 2)
                     build = measured_build(project, cluster.scheduler_address, watched, args.concurrency)
                     row[label] = summarise(build, args.models, args.sleep)
+                if args.bare:
+                    bare_build(layers, cluster.scheduler_address, watched)  # workers warm their task machinery
+                    row["bare_server_idle_wait_s"] = round(wait_until_idle(server_pids), 2)
+                    row["bare"] = bare_build(layers, cluster.scheduler_address, watched)
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
     finally:

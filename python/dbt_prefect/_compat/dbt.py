@@ -15,7 +15,8 @@ Why it is needed:
   on-run-end hooks the results dbt would have built. The warm session itself is in
   dbt_session.py.
 - ``wave_builds_on`` spares the ``dbt build`` of each wave of a per-wave build the graph
-  compilation, the node-by-node selection and the plugin discovery, the same in every wave.
+  compilation, the node-by-node selection, the plugin discovery and the filling of the
+  relation cache, the same in every wave.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def run_result(node: Any, status: str, message: str, execution_time: float) -> A
 
 @contextmanager
 def wave_builds_on(manifest: Any) -> Iterator[None]:
-    """While held, the ``dbt build`` of each wave on this manifest skips two costs of dbt's
+    """While held, the ``dbt build`` of each wave on this manifest skips costs of dbt's
     per-command set-up that are the same in every wave, about 0.3 s a wave at 200 models:
 
     - the graph: the first build compiles it (link every node, add the test edges with a
@@ -106,14 +107,24 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     - the plugin discovery: every command lists every installed module to find those named
       ``dbt_*`` (about 40 ms); the first wave's list serves the others. dbt internal:
       ``PluginManager.get_prefixed_modules``.
+    - the relation cache: every command gets a new adapter, and dbt fills its cache by
+      listing every relation of every schema the project writes, a cost that grows with
+      the project. The first wave fills it; each later wave's adapter gets that same
+      cache, which dbt has kept up to date as the nodes built, as within one ``dbt
+      build``. dbt internals: ``GraphRunnableTask.populate_adapter_cache`` and the
+      adapter's ``cache`` (a ``RelationsCache``).
 
     Checked against dbt-core 1.10 and 1.11. Hold DBT_INVOCATION_LOCK: the patches are
     process-wide.
     """
+    from dbt.flags import get_flags
     from dbt.graph.selector_methods import QualifiedNameSelectorMethod
     from dbt.plugins.manager import PluginManager
     from dbt.task.build import BuildTask
 
+    original_populate = BuildTask.populate_adapter_cache
+    own_populate = "populate_adapter_cache" in BuildTask.__dict__  # else inherited: deleted again after
+    relations: list[Any] = []  # the first wave's adapter's cache, once filled
     original_compile = BuildTask.compile_manifest
     original_search = QualifiedNameSelectorMethod.search
     # The classmethod itself, to put back as it was; a dbt without it keeps its discovery.
@@ -137,6 +148,21 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         else:
             task.graph = graph
 
+    def populate_adapter_cache(task: Any, adapter: Any, required_schemas: Any = None) -> None:
+        # --cache-selected-only fills the cache with the selected schemas only: each wave's own.
+        if (
+            task.manifest is not manifest
+            or not getattr(task.args, "populate_cache", True)
+            or get_flags().CACHE_SELECTED_ONLY is True
+        ):
+            original_populate(task, adapter, required_schemas)
+            return
+        if relations:
+            adapter.cache = relations[0]
+            return
+        original_populate(task, adapter, required_schemas)
+        relations.append(adapter.cache)
+
     def search(method: Any, included_nodes: Any, selector: str) -> Iterator[Any]:
         found = by_fqn.get(selector) if method.manifest is manifest else None
         if found is None:
@@ -150,6 +176,7 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         return dict(discovered_modules)
 
     BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
+    BuildTask.populate_adapter_cache = populate_adapter_cache  # type: ignore[method-assign, assignment]
     QualifiedNameSelectorMethod.search = search  # type: ignore[method-assign, assignment]
     if isinstance(original_prefixed_modules, classmethod):
         PluginManager.get_prefixed_modules = classmethod(get_prefixed_modules)  # type: ignore[method-assign, assignment]
@@ -157,6 +184,10 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         yield
     finally:
         BuildTask.compile_manifest = original_compile  # type: ignore[method-assign]
+        if own_populate:
+            BuildTask.populate_adapter_cache = original_populate  # type: ignore[method-assign]
+        else:
+            del BuildTask.populate_adapter_cache
         QualifiedNameSelectorMethod.search = original_search  # type: ignore[method-assign]
         if isinstance(original_prefixed_modules, classmethod):
             PluginManager.get_prefixed_modules = original_prefixed_modules  # type: ignore[method-assign, assignment]
