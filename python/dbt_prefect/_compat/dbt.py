@@ -107,6 +107,12 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     - the plugin discovery: every command lists every installed module to find those named
       ``dbt_*`` (about 40 ms); the first wave's list serves the others. dbt internal:
       ``PluginManager.get_prefixed_modules``.
+    - the profile and the project: every command reads and renders profiles.yml and
+      dbt_project.yml again; the first wave's serve the others, loaded with the same
+      arguments. dbt internals: ``dbt.cli.requires.load_profile`` and ``load_project``.
+    - the schemas: every command lists the schemas of its nodes and creates the missing
+      ones; a schema an earlier wave listed or created is not listed again. dbt internal:
+      ``RunTask.create_schemas``.
     - the relation cache: every command gets a new adapter, and dbt fills its cache by
       listing every relation of every schema the project writes, a cost that grows with
       the project. The first wave fills it; each later wave's adapter gets that same
@@ -117,11 +123,17 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     Checked against dbt-core 1.10 and 1.11. Hold DBT_INVOCATION_LOCK: the patches are
     process-wide.
     """
+    import dbt.cli.requires as requires
     from dbt.flags import get_flags
     from dbt.graph.selector_methods import QualifiedNameSelectorMethod
     from dbt.plugins.manager import PluginManager
     from dbt.task.build import BuildTask
 
+    original_load_profile, original_load_project = requires.load_profile, requires.load_project
+    loaded: dict[tuple[Any, ...], Any] = {}
+    original_create_schemas = BuildTask.create_schemas
+    own_create_schemas = "create_schemas" in BuildTask.__dict__
+    known_schemas: set[tuple[str, str]] = set()  # (database, schema), lower case
     original_populate = BuildTask.populate_adapter_cache
     own_populate = "populate_adapter_cache" in BuildTask.__dict__  # else inherited: deleted again after
     relations: list[Any] = []  # the first wave's adapter's cache, once filled
@@ -163,6 +175,31 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         original_populate(task, adapter, required_schemas)
         relations.append(adapter.cache)
 
+    def load_profile(*args: Any, **kwargs: Any) -> Any:
+        key = ("profile", repr(args), repr(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = original_load_profile(*args, **kwargs)
+        return loaded[key]
+
+    def load_project(project_root: Any, version_check: Any, profile: Any, *args: Any, **kwargs: Any) -> Any:
+        # The profile is the one load_profile kept, so its identity stands for its content.
+        key = ("project", repr(project_root), repr(version_check), id(profile), repr(args), repr(sorted(kwargs.items())))
+        if key not in loaded:
+            loaded[key] = original_load_project(project_root, version_check, profile, *args, **kwargs)
+        return loaded[key]
+
+    def schema_key(relation: Any) -> tuple[str, str]:
+        return (str(relation.database or "").lower(), str(relation.schema or "").lower())
+
+    def create_schemas(task: Any, adapter: Any, required_schemas: Any) -> None:
+        if task.manifest is not manifest:
+            original_create_schemas(task, adapter, required_schemas)
+            return
+        unknown = {relation for relation in required_schemas if schema_key(relation) not in known_schemas}
+        if unknown:
+            original_create_schemas(task, adapter, unknown)
+            known_schemas.update(schema_key(relation) for relation in unknown)
+
     def search(method: Any, included_nodes: Any, selector: str) -> Iterator[Any]:
         found = by_fqn.get(selector) if method.manifest is manifest else None
         if found is None:
@@ -176,6 +213,8 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         return dict(discovered_modules)
 
     BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
+    BuildTask.create_schemas = create_schemas  # type: ignore[method-assign, assignment]
+    requires.load_profile, requires.load_project = load_profile, load_project  # type: ignore[assignment]
     BuildTask.populate_adapter_cache = populate_adapter_cache  # type: ignore[method-assign, assignment]
     QualifiedNameSelectorMethod.search = search  # type: ignore[method-assign, assignment]
     if isinstance(original_prefixed_modules, classmethod):
@@ -184,6 +223,11 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
         yield
     finally:
         BuildTask.compile_manifest = original_compile  # type: ignore[method-assign]
+        if own_create_schemas:
+            BuildTask.create_schemas = original_create_schemas  # type: ignore[method-assign]
+        else:
+            del BuildTask.create_schemas
+        requires.load_profile, requires.load_project = original_load_profile, original_load_project
         if own_populate:
             BuildTask.populate_adapter_cache = original_populate  # type: ignore[method-assign]
         else:
