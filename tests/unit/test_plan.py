@@ -141,6 +141,40 @@ def test_a_test_of_two_models_gates_only_nodes_downstream_of_both() -> None:
     assert by_id["model.shop.report"].waits_for == (FCT, relationships, TEST_FCT)
 
 
+def test_a_test_of_two_branches_gates_the_first_node_below_both_not_the_nodes_on_one_branch() -> None:
+    # a -> left -> joined <- right <- b, and joined -> final; a test of a and b.
+    ids = {name: f"model.shop.{name}" for name in ("a", "b", "left", "right", "joined", "final")}
+    both = "test.shop.relationships_a_b.1f2e3d"
+    entries = [
+        model("a"),
+        model("b"),
+        model("left", [ids["a"]]),
+        model("right", [ids["b"]]),
+        model("joined", [ids["left"], ids["right"]]),
+        model("final", [ids["joined"]]),
+        generic_test(both, ids["a"], [ids["a"], ids["b"]]),
+    ]
+    plan = build_plan(NodeCatalog(manifest(*entries)), [*ids.values(), both], "immediate")
+    gated = sorted(uid for uid, node in plan.by_id().items() if both in node.waits_for)
+    assert gated == [ids["joined"]]
+
+
+def test_a_long_chain_of_tested_models_plans_every_gate() -> None:
+    # Deep graphs: the plan's searches are iterative, and each model's test gates its child.
+    names = [f"m{i:04d}" for i in range(3000)]
+    entries: list = [model(names[0])]
+    entries += [model(name, [f"model.shop.{names[i]}"]) for i, name in enumerate(names[1:])]
+    tests = [f"test.shop.not_null_{name}.{i:06x}" for i, name in enumerate(names)]
+    entries += [generic_test(test, f"model.shop.{name}", [f"model.shop.{name}"]) for test, name in zip(tests, names)]
+    plan = build_plan(NodeCatalog(manifest(*entries)), [*(f"model.shop.{n}" for n in names), *tests], "immediate")
+    by_id = plan.by_id()
+    assert all(
+        by_id[f"model.shop.{child}"].waits_for == (f"model.shop.{parent}", test)
+        for parent, child, test in zip(names, names[1:], tests)
+    )
+    assert len(plan.nodes) == 6000
+
+
 def test_immediate_a_failing_test_skips_the_models_it_gates_as_dbt_build_does() -> None:
     # run_node (orchestrator/worker.py) skips a node when one of its `parents` failed or
     # was skipped; dbt build skips every descendant of a failed test, test edges included,

@@ -14,6 +14,11 @@ Why it is needed:
 - ``forget_compilation`` and ``run_result`` let a warm worker run a node again and hand
   on-run-end hooks the results dbt would have built. The warm session itself is in
   dbt_session.py.
+- ``install_fast_cycle_check`` makes dbt's check that the graph has no cycle linear:
+  dbt-core 1.10 and 1.11 look for a cycle with networkx's ``find_cycle``, which took 10 s
+  on a graph of 6,672 nodes, in every command that compiles the graph (``build``,
+  ``ls``); ``is_directed_acyclic_graph`` answers the same question in 10 ms. On a cycle,
+  dbt's own search runs and names it, as before.
 - ``wave_builds_on`` spares the ``dbt build`` of each wave of a per-wave build the graph
   compilation, the node-by-node selection, the plugin discovery and the filling of the
   relation cache, the same in every wave.
@@ -90,6 +95,25 @@ def run_result(node: Any, status: str, message: str, execution_time: float) -> A
         failures=None,
         node=node,
     )
+
+
+def install_fast_cycle_check() -> None:
+    """Process-wide and idempotent: dbt answers exactly as before, only sooner."""
+    from dbt.compilation import Linker
+
+    original = Linker.find_cycles
+    if getattr(original, "dbt_prefect_fast", False):
+        return
+
+    def find_cycles(linker: Any) -> str | None:
+        import networkx
+
+        if networkx.is_directed_acyclic_graph(linker.graph):
+            return None
+        return original(linker)
+
+    find_cycles.dbt_prefect_fast = True  # type: ignore[attr-defined]
+    Linker.find_cycles = find_cycles  # type: ignore[method-assign]
 
 
 @contextmanager

@@ -13,7 +13,7 @@ user: the graph cut into waves (a node's wave is one after the last wave it wait
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,7 +185,11 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
 
     waits: dict[str, set[str]] = {uid: set(p) for uid, p in parents.items()}
     if test_strategy == "immediate":
-        ancestors = _ancestors(parents)
+        descends_from = _descent(parents)
+        children: dict[str, list[str]] = {}
+        for uid, node_parents in parents.items():
+            for parent in node_parents:
+                children.setdefault(parent, []).append(uid)
         for uid, node in tests.items():
             if node.resource_type == "unit_test":
                 continue
@@ -194,11 +198,21 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
                 continue
             # As dbt build: a test gates the first nodes downstream whose ancestors
             # include everything it tests (for a one-model test: the model's children);
-            # nodes further down wait for it through them.
-            for child, child_parents in parents.items():
-                if child in tested or not tested <= ancestors[child]:
+            # nodes further down wait for it through them. The search goes down from the
+            # tested nodes and stops at the first node below that has all of them above.
+            def covers(candidate: str, tested: set[str] = tested) -> bool:
+                return all(descends_from(candidate, t) for t in tested)
+
+            queue = [child for t in tested for child in children.get(t, ())]
+            seen: set[str] = set()
+            while queue:
+                child = queue.pop()
+                if child in seen or child in tested:
                     continue
-                if not any(p not in tested and tested <= ancestors[p] | {p} for p in child_parents):
+                seen.add(child)
+                if not covers(child):
+                    queue.extend(children.get(child, ()))
+                elif not any(p not in tested and covers(p) for p in parents[child]):
                     waits[child].add(uid)
         for uid, node in tests.items():
             if node.resource_type == "unit_test" and node.attached_node in waits:
@@ -239,30 +253,53 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
     return NodeGraph(nodes=_topological(planned), test_strategy=test_strategy)
 
 
-def _ancestors(parents: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = {}
+def _descent(parents: dict[str, tuple[str, ...]]) -> Callable[[str, str], bool]:
+    """``descends_from(node, ancestor)``: whether ``ancestor`` is above ``node`` in the graph.
 
-    def visit(uid: str) -> set[str]:
-        known = found.get(uid)
-        if known is not None:
-            return known
-        result: set[str] = set()
-        stack = list(parents.get(uid, ()))
-        while stack:
-            p = stack.pop()
-            if p in result:
-                continue
-            result.add(p)
-            if p in found:
-                result |= found[p]
-            else:
-                stack.extend(parents.get(p, ()))
-        found[uid] = result
-        return result
-
+    Answered by a search upwards from the node that never goes above the ancestor's
+    depth, with what each search learnt kept per ancestor: no ancestor set per node,
+    which at 5,000 models would hold millions of entries."""
+    depth: dict[str, int] = {}
     for uid in parents:
-        visit(uid)
-    return found
+        stack, entered = [uid], set()
+        while stack:
+            top = stack[-1]
+            if top in depth:
+                stack.pop()
+                continue
+            # A parent already entered on this path is a cycle, which _topological names.
+            pending = [p for p in parents.get(top, ()) if p not in depth and p not in entered]
+            entered.add(top)
+            if pending:
+                stack.extend(pending)
+            else:
+                depth[top] = 1 + max((depth.get(p, -1) for p in parents.get(top, ())), default=-1)
+                stack.pop()
+    below: dict[str, set[str]] = {}  # ancestor -> nodes known to descend from it
+    not_below: dict[str, set[str]] = {}  # ancestor -> nodes known not to
+
+    def descends_from(node: str, ancestor: str) -> bool:
+        yes, no = below.setdefault(ancestor, set()), not_below.setdefault(ancestor, set())
+        floor = depth[ancestor]
+        if node in yes:
+            return True
+        if node in no or depth[node] <= floor:
+            return False
+        visited = {node}
+        stack = [node]
+        while stack:
+            for parent in parents.get(stack.pop(), ()):
+                if parent == ancestor or parent in yes:
+                    yes.add(node)
+                    return True
+                if parent in visited or parent in no or depth[parent] <= floor:
+                    continue
+                visited.add(parent)
+                stack.append(parent)
+        no.update(visited)  # none of them reaches the ancestor
+        return False
+
+    return descends_from
 
 
 def _topological(planned: dict[str, PlannedNode]) -> list[PlannedNode]:

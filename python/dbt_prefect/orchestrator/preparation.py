@@ -16,6 +16,7 @@ from typing import Any
 from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 
+from dbt_prefect._compat.dbt import install_fast_cycle_check
 from dbt_prefect.errors import OrchestratorUsageError
 from dbt_prefect.model.levels import to_dbt_level
 from dbt_prefect.model.nodes import NodeCatalog
@@ -145,6 +146,7 @@ def prepare_build(options: BuildOptions, request: BuildRequest) -> PreparedBuild
     common = _common_args(settings, request)
     invocation = parse_invocation(["build"])
     stale: dict[str, str] = {}
+    install_fast_cycle_check()
     with DBT_INVOCATION_LOCK:
         with resolved_profiles(profiles_dir) as profiles:
             rendered, secret_env = _stable_secret_names(

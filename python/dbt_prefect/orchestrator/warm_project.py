@@ -30,6 +30,7 @@ from dbt.cli.main import dbtRunner
 from dbt.contracts.graph.manifest import Manifest
 from dbt.contracts.state import PreviousState
 
+from dbt_prefect._compat.dbt import install_fast_cycle_check
 from dbt_prefect._compat.dbt_session import NodeSession
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.nodes import NodeCatalog
@@ -240,6 +241,7 @@ def warm_project(spec: ProjectSpec) -> tuple[WarmProject, float | None]:
     if project is not None:
         return project, None
     started = time.perf_counter()
+    install_fast_cycle_check()  # a node that cannot take the warm path runs a one-node dbt build
     tmp = _worker_dir()
     try:
         if spec.archive is not None:

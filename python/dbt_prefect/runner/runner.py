@@ -12,7 +12,7 @@ from google.protobuf.json_format import MessageToDict
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.states import State
 
-from dbt_prefect._compat.dbt import duckdb_file_released
+from dbt_prefect._compat.dbt import duckdb_file_released, install_fast_cycle_check
 from dbt_prefect._compat.dbt_plugin import capture_manifest
 from dbt_prefect.delivery import Outbox, deliver, open_outbox, routed
 from dbt_prefect.errors import DbtCommandFailed
@@ -131,6 +131,7 @@ class PrefectDbtRunner(HookRegistration):
         # the process-wide dbt lock is released, so another invocation need not wait on the API.
         after_dbt: list[Callable[[], None]] = []
         try:
+            install_fast_cycle_check()
             with DBT_INVOCATION_LOCK, duckdb_file_released():
                 if top_command in _NO_PROFILE_COMMANDS:
                     result = self._run_dbt(
