@@ -207,7 +207,14 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
 
     def load_project(project_root: Any, version_check: Any, profile: Any, *args: Any, **kwargs: Any) -> Any:
         # The profile is the one load_profile kept, so its identity stands for its content.
-        key = ("project", repr(project_root), repr(version_check), id(profile), repr(args), repr(sorted(kwargs.items())))
+        key = (
+            "project",
+            repr(project_root),
+            repr(version_check),
+            id(profile),
+            repr(args),
+            repr(sorted(kwargs.items())),
+        )
         if key not in loaded:
             loaded[key] = original_load_project(project_root, version_check, profile, *args, **kwargs)
         return loaded[key]
@@ -238,7 +245,7 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
 
     BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
     BuildTask.create_schemas = create_schemas  # type: ignore[method-assign, assignment]
-    requires.load_profile, requires.load_project = load_profile, load_project  # type: ignore[assignment]
+    requires.load_profile, requires.load_project = load_profile, load_project
     BuildTask.populate_adapter_cache = populate_adapter_cache  # type: ignore[method-assign, assignment]
     QualifiedNameSelectorMethod.search = search  # type: ignore[method-assign, assignment]
     if isinstance(original_prefixed_modules, classmethod):

@@ -196,6 +196,7 @@ def build_plan(catalog: Any, selected: Iterable[str], test_strategy: str) -> Nod
             tested = set(test_parents[uid])
             if not tested:
                 continue
+
             # As dbt build: a test gates the first nodes downstream whose ancestors
             # include everything it tests (for a one-model test: the model's children);
             # nodes further down wait for it through them. The search goes down from the
