@@ -12,9 +12,12 @@ the schedule and stops. A cancelled run stops dbt's queries, as the runner does.
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -269,20 +272,40 @@ def _serve_build(
         f"{_schedule_text(cron, interval, timezone)}. Stop with Ctrl-C.",
         flush=True,
     )
-    flow.serve(
-        name=name,
-        schedules=[schedule],
-        parameters=parameters,
-        tags=["dbt"],
-        description=f"dbt build of the project {project_name}, served by `dbt-prefect serve`.",
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        # Builds of one project take turns: a run that comes due while one is running
-        # waits for it (DuckDB allows one writing process, and warehouses prefer it too).
-        limit=1,
-    )
+    with _ctrl_c_stops_like_sigterm():
+        flow.serve(
+            name=name,
+            schedules=[schedule],
+            parameters=parameters,
+            tags=["dbt"],
+            description=f"dbt build of the project {project_name}, served by `dbt-prefect serve`.",
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            # Builds of one project take turns: a run that comes due while one is running
+            # waits for it (DuckDB allows one writing process, and warehouses prefer it too).
+            limit=1,
+        )
     # Prefect's runner returns once Ctrl-C or SIGTERM stopped it.
     print(f"Stopped serving '{project_name}/{name}'.", flush=True)
     return 0
+
+
+@contextmanager
+def _ctrl_c_stops_like_sigterm() -> Iterator[None]:
+    """Ctrl-C takes the runner's SIGTERM path: pause the schedule, cancel the run in
+    flight, return. Left to asyncio, Ctrl-C cancels the runner's main task, and in CI a
+    cancellation that landed in the runner's polling was swallowed: serve kept serving.
+    Before the runner handles SIGTERM, Ctrl-C interrupts; a second Ctrl-C exits at once."""
+
+    def on_ctrl_c(signum: int, frame: FrameType | None) -> None:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.SIG_IGN, None):
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _dbt_usage_error(dbt_args: list[str], project: Path, profiles: Path | None) -> str | None:
