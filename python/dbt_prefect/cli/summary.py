@@ -10,6 +10,7 @@ from rich.text import Text
 
 from dbt_prefect.cli.progress import ProgressDisplay
 from dbt_prefect.errors import DbtPrefectError, PrefectDbtRunnerFailure
+from dbt_prefect.model.statuses import FAIL, PARTIAL_SUCCESS, WARN
 from dbt_prefect.runner.failures import result_statuses
 from dbt_prefect.runner.report import NO_REPORT_COMMANDS, RunReport, UiPages, build_report, ui_pages
 
@@ -65,7 +66,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-_HEADINGS = {"fail": "Failure in", "warn": "Warning in", "partial success": "Partial success in"}
+_HEADINGS = {FAIL: "Failure in", WARN: "Warning in", PARTIAL_SUCCESS: "Partial success in"}
 
 
 def summary_lines(

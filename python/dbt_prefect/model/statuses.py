@@ -66,10 +66,13 @@ CACHED = "cached"
 ERROR = "error"
 SUCCESS = "success"
 RUNTIME_ERROR = "runtime error"
+WARN = "warn"
+FAIL = "fail"
+PARTIAL_SUCCESS = "partial success"
 
 # ``dbt source freshness`` reports a source as one of FreshnessStatus: the same words, a
 # different meaning. A source in error or runtime error is stale.
-FRESHNESS_STATUSES = ("pass", "warn", ERROR, RUNTIME_ERROR)
+FRESHNESS_STATUSES = ("pass", WARN, ERROR, RUNTIME_ERROR)
 STALE_FRESHNESS_STATUSES = frozenset({ERROR, RUNTIME_ERROR})
 
 _KNOWN = {
@@ -78,11 +81,11 @@ _KNOWN = {
         _info("success", Outcome.SUCCEEDED, "PASS", "OK", "passed", None),
         _info("pass", Outcome.SUCCEEDED, "PASS", "PASS", "passed", None),
         _info("no-op", Outcome.NO_OP, "NO-OP", "NO-OP", None, None),
-        _info("warn", Outcome.WARNED, "WARN", "WARN", "warned", None),
-        _info("fail", Outcome.FAILED, "ERROR", "FAIL", "failed", "failed"),
+        _info(WARN, Outcome.WARNED, "WARN", "WARN", "warned", None),
+        _info(FAIL, Outcome.FAILED, "ERROR", "FAIL", "failed", "failed"),
         _info("error", Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
         _info(RUNTIME_ERROR, Outcome.FAILED, "ERROR", "ERROR", "failed", "errored"),
-        _info("partial success", Outcome.FAILED, "ERROR", "PARTIAL", None, "partially failed"),
+        _info(PARTIAL_SUCCESS, Outcome.FAILED, "ERROR", "PARTIAL", None, "partially failed"),
         _info("skipped", Outcome.SKIPPED, "SKIP", "SKIP", None, None),
         # Not dbt's: the orchestrator's cache answered for the node, so dbt did not run it.
         _info("cached", Outcome.SUCCEEDED, "PASS", "CACHED", None, None),

@@ -33,9 +33,11 @@ from dbt.contracts.graph.manifest import Manifest
 from dbt_prefect.errors import DbtCommandFailed
 from dbt_prefect.model.nodes import NodeCatalog
 from dbt_prefect.model.statuses import (
+    ERROR,
     FRESHNESS_STATUSES,
     RUNTIME_ERROR,
     STALE_FRESHNESS_STATUSES,
+    WARN,
     is_failure,
 )
 
@@ -175,7 +177,7 @@ def _age(seconds: float) -> str:
 
 def _outcome(result: Any, node: Any, status: str) -> SourceFreshness:
     thresholds = getattr(node, "freshness", None)
-    crossed = {"warn": "warn_after", "error": "error_after"}.get(status)
+    crossed = {WARN: "warn_after", ERROR: "error_after"}.get(status)
     names = (crossed,) if crossed else ("warn_after", "error_after")
     texts = [_threshold(name, getattr(thresholds, name, None)) for name in names]
     criteria = ", ".join(t for t in texts if t) or None
