@@ -289,13 +289,26 @@ def test_select_and_exclude_are_resolved_by_dbt_and_skip_runs_no_tests(shop: Pat
     ]
 
 
+SEED_SECONDS = 2
+
+
 def test_concurrency_caps_the_nodes_running_at_once_at_no_cost_per_node(
-    shop: Path, green: Any, dask_cluster: Any
+    tmp_path: Path, postgres: Any, dask_cluster: Any
 ) -> None:
     """A count caps the node tasks in flight from the flow itself: no Prefect concurrency
     limit, so no slot (no API call, no event) per node."""
+    # The two seeds are independent and each takes SEED_SECONDS, so under a cap of 2 they
+    # overlap however slow the machine is, and under a cap of 1 they must not.
+    project = make_pg_project(tmp_path, postgres, "orch_cap")
+    dbt_project = project / "dbt_project.yml"
+    dbt_project.write_text(
+        dbt_project.read_text().replace(
+            "    +schema: raw\n", f'    +schema: raw\n    +pre-hook: "select pg_sleep({SEED_SECONDS})"\n'
+        )
+    )
+    assert "pg_sleep" in dbt_project.read_text()
     for cap in (1, 2):
-        outcome = orchestrate(shop, dask_runner(dask_cluster), build={"select": "+customer_value"}, concurrency=cap)
+        outcome = orchestrate(project, dask_runner(dask_cluster), build={"select": "+customer_value"}, concurrency=cap)
         assert outcome.state.is_completed(), outcome.error
         runs = task_runs(outcome.flow_run_id)
         assert len(runs) == len(outcome.result.results) > 4
