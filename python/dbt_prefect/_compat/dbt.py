@@ -27,6 +27,7 @@ Why it is needed:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -167,8 +168,27 @@ def subset_graph(graph: Any, levels: dict[Any, int], selected: Iterable[Any]) ->
     return subset
 
 
+class WaveSelectors:
+    """Selectors for exactly one node of the manifest, for the waves' ``--select``."""
+
+    def __init__(self, by_fqn: dict[str, list[str]]) -> None:
+        self._by_fqn = by_fqn
+
+    def selector(self, entry: Any) -> str:
+        """``fqn:<its fqn>`` when no other node has that fqn; else with its resource type.
+
+        Under ``wave_builds_on`` a full fqn is looked up, not matched as a prefix, so it
+        names the one node. The resource type costs a pass over the whole project for
+        every node of every wave in dbt's selection, so it is added only where needed.
+        """
+        fqn = ".".join(entry.fqn)
+        if len(self._by_fqn.get(fqn, ())) == 1:
+            return f"fqn:{fqn}"
+        return f"fqn:{fqn},resource_type:{resource_type(entry)}"
+
+
 @contextmanager
-def wave_builds_on(manifest: Any) -> Iterator[None]:
+def wave_builds_on(manifest: Any) -> Iterator[WaveSelectors]:
     """While held, the ``dbt build`` of each wave on this manifest skips costs of dbt's
     per-command set-up that are the same in every wave, about 0.3 s a wave at 200 models:
 
@@ -176,9 +196,12 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
       BFS per test, write graph_summary.json, log the project's counts); the others reuse
       it. Keyed by the manifest's node ids, so a wave that leaves the project hooks out
       gets its own. dbt internal: ``BuildTask.compile_manifest``, which sets ``task.graph``.
-    - the selection: a wave selects its nodes by their full ``fqn``, and dbt's fqn method
-      compares each selector with every node. A full fqn is looked up instead; anything
-      else goes to dbt's own method. dbt internal: ``QualifiedNameSelectorMethod.search``.
+    - the selection: a wave selects its nodes by their full ``fqn`` (``WaveSelectors``),
+      and dbt's fqn method compares each selector with every node. A full fqn is looked up
+      instead; anything else goes to dbt's own method. dbt also lists every node of the
+      project once per selector (``Graph.nodes`` of its selection graph): the list is
+      made once per selection graph. dbt internals: ``QualifiedNameSelectorMethod.search``,
+      ``NodeSelector.graph`` (a subgraph view of the compiled graph), ``Graph.nodes``.
     - the plugin discovery: every command lists every installed module to find those named
       ``dbt_*`` (about 40 ms); the first wave's list serves the others. dbt internal:
       ``PluginManager.get_prefixed_modules``.
@@ -225,6 +248,8 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     graphs: dict[frozenset[str], Any] = {}
     levels_of: dict[int, dict[Any, int]] = {}  # id of a compiled networkx graph -> depth_levels
     original_subset = Graph.get_subset_graph
+    original_nodes = Graph.nodes
+    node_lists: weakref.WeakKeyDictionary[Any, frozenset[Any]] = weakref.WeakKeyDictionary()
     by_fqn: dict[str, list[str]] = {}
     for collection in (manifest.nodes, manifest.unit_tests, manifest.exposures, manifest.saved_queries):
         for unique_id, node in collection.items():
@@ -242,6 +267,16 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
             levels_of[id(task.graph.graph)] = depth_levels(task.graph.graph)
         else:
             task.graph = graph
+
+    def nodes(graph: Any) -> set[Any]:
+        # A selector's graph is a view of a compiled graph, which no wave changes.
+        view = graph.graph
+        if id(getattr(view, "_graph", view)) not in levels_of:
+            return original_nodes(graph)
+        listed = node_lists.get(view)
+        if listed is None:
+            listed = node_lists[view] = frozenset(view.nodes())
+        return set(listed)
 
     def get_subset_graph(graph: Any, selected: Any) -> Any:
         levels = levels_of.get(id(graph.graph))
@@ -309,6 +344,7 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
 
     BuildTask.compile_manifest = compile_manifest  # type: ignore[method-assign, assignment]
     Graph.get_subset_graph = get_subset_graph  # type: ignore[method-assign, assignment]
+    Graph.nodes = nodes  # type: ignore[method-assign, assignment]
     BuildTask.create_schemas = create_schemas  # type: ignore[method-assign, assignment]
     requires.load_profile, requires.load_project = load_profile, load_project
     BuildTask.populate_adapter_cache = populate_adapter_cache  # type: ignore[method-assign, assignment]
@@ -316,10 +352,11 @@ def wave_builds_on(manifest: Any) -> Iterator[None]:
     if isinstance(original_prefixed_modules, classmethod):
         PluginManager.get_prefixed_modules = classmethod(get_prefixed_modules)  # type: ignore[method-assign, assignment]
     try:
-        yield
+        yield WaveSelectors(by_fqn)
     finally:
         BuildTask.compile_manifest = original_compile  # type: ignore[method-assign]
         Graph.get_subset_graph = original_subset  # type: ignore[method-assign]
+        Graph.nodes = original_nodes  # type: ignore[method-assign]
         if own_create_schemas:
             BuildTask.create_schemas = original_create_schemas  # type: ignore[method-assign]
         else:

@@ -38,7 +38,6 @@ from dbt_prefect.model.nodes import DbtNode, NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SKIPPED, classify, skip_reason
 from dbt_prefect.orchestrator.plan import NodeGraph, PlannedNode
 from dbt_prefect.orchestrator.results import HookRecord, NodeResult
-from dbt_prefect.orchestrator.worker import node_selector
 from dbt_prefect.profiles.resolve import resolved_profiles
 from dbt_prefect.runner.asset_events import AssetEmitter
 from dbt_prefect.runner.events import DbtEventRouter
@@ -106,7 +105,7 @@ def run_waves(
         with (
             DBT_INVOCATION_LOCK,
             resolved_profiles(options.profiles_dir) as profiles,
-            wave_builds_on(manifest),
+            wave_builds_on(manifest) as selectors,
             # The manifest is parsed: it and everything else alive now outlive every wave.
             long_lived_objects_frozen(),
             routed(outbox),
@@ -145,7 +144,7 @@ def run_waves(
                     args = [
                         "build",
                         "--select",
-                        *(node_selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
+                        *(selectors.selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
                         "--indirect-selection",
                         "empty",
                         # Not per wave: manifest.json, as written by the build's parse, stays; a
