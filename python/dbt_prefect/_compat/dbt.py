@@ -169,22 +169,20 @@ def subset_graph(graph: Any, levels: dict[Any, int], selected: Iterable[Any]) ->
 
 
 class WaveSelectors:
-    """Selectors for exactly one node of the manifest, for the waves' ``--select``."""
+    """Which nodes of the manifest a full fqn names alone, for the waves' ``--select``."""
 
     def __init__(self, by_fqn: dict[str, list[str]]) -> None:
         self._by_fqn = by_fqn
 
-    def selector(self, entry: Any) -> str:
-        """``fqn:<its fqn>`` when no other node has that fqn; else with its resource type.
+    def fqn_alone(self, entry: Any) -> str | None:
+        """``fqn:<its fqn>`` when no other node has that fqn, else None (add its resource type).
 
         Under ``wave_builds_on`` a full fqn is looked up, not matched as a prefix, so it
         names the one node. The resource type costs a pass over the whole project for
         every node of every wave in dbt's selection, so it is added only where needed.
         """
         fqn = ".".join(entry.fqn)
-        if len(self._by_fqn.get(fqn, ())) == 1:
-            return f"fqn:{fqn}"
-        return f"fqn:{fqn},resource_type:{resource_type(entry)}"
+        return f"fqn:{fqn}" if len(self._by_fqn.get(fqn, ())) == 1 else None
 
 
 @contextmanager

@@ -31,13 +31,14 @@ from typing import Any
 
 from dbt.cli.main import dbtRunner
 
-from dbt_prefect._compat.dbt import wave_builds_on
+from dbt_prefect._compat.dbt import WaveSelectors, wave_builds_on
 from dbt_prefect.delivery import deliver, open_outbox, routed
 from dbt_prefect.model.levels import python_level
 from dbt_prefect.model.nodes import DbtNode, NodeCatalog
 from dbt_prefect.model.statuses import ERROR, SKIPPED, classify, skip_reason
 from dbt_prefect.orchestrator.plan import NodeGraph, PlannedNode
 from dbt_prefect.orchestrator.results import HookRecord, NodeResult
+from dbt_prefect.orchestrator.worker import node_selector
 from dbt_prefect.profiles.resolve import resolved_profiles
 from dbt_prefect.runner.asset_events import AssetEmitter
 from dbt_prefect.runner.events import DbtEventRouter
@@ -144,7 +145,7 @@ def run_waves(
                     args = [
                         "build",
                         "--select",
-                        *(selectors.selector(catalog.manifest_entry(n.unique_id)) for n in runnable),
+                        *(_selector(selectors, catalog.manifest_entry(n.unique_id)) for n in runnable),
                         "--indirect-selection",
                         "empty",
                         # Not per wave: manifest.json, as written by the build's parse, stays; a
@@ -215,6 +216,10 @@ def run_waves(
             )
     ordered = [results[n.unique_id] for n in graph.nodes if n.unique_id in results]
     return WaveBuild(ordered, entries, list(recorder.task_run_ids), _hook_results(entries), end_hooks_pending)
+
+
+def _selector(selectors: WaveSelectors, entry: Any) -> str:
+    return selectors.fqn_alone(entry) or node_selector(entry)
 
 
 def _hook_results(entries: Sequence[Any]) -> list[NodeResult]:
