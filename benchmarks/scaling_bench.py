@@ -2,6 +2,7 @@
 """Benchmark: how a PER_NODE build scales with the number of Dask workers, on I/O-bound nodes.
 
     python benchmarks/scaling_bench.py [--workers 1 2 4 8] [--models 100] [--width 16] [--sleep 0.5] [--out scaling.json]
+                                       [--bare] [--plain]
 
 The project (written here, on PostgreSQL): `--models` table models, each of which runs
 `pg_sleep(--sleep)` exactly once, in layers `--width` wide (100 models, width 16: six
@@ -20,6 +21,9 @@ over layers of ceil(width / W) sleeps), and the CPU seconds per node spent, duri
 build, in the flow's process (which also hosts the LocalCluster's scheduler and nannies),
 in the workers, in the Prefect server and in PostgreSQL. The issue's target: at W = 2, 4, 8, at least 80%
 of the ideal speedup over W = 1. It is reported, never asserted.
+`--bare` adds the floor: the same DAG as no-op Prefect tasks on the same cluster. `--plain`
+adds plain dbt's CPU per node on the same project with no Prefect, so that what the
+workers spend above the bare task splits into dbt's work and dbt-prefect's.
 `--report FILE` prints the tables of a JSON report again, without running anything.
 
 PostgreSQL and the Prefect server come from orchestrator_bench.py's helpers.
@@ -287,6 +291,69 @@ def bare_build(layers: list[list[str]], scheduler_address: str, watched: dict[st
     }
 
 
+# Plain dbt on the same project, in a fresh process with no Prefect: its CPU per node, as
+# one build on one thread (dbt's own work on a node) and as one command per node on a
+# parsed manifest (what a PER_NODE worker runs, before anything of dbt-prefect's).
+PLAIN_DBT_CPU = r"""
+import json, os, resource, statistics, sys, time
+from dbt.cli.main import dbtRunner
+
+project, profiles, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+paths = ["--project-dir", project, "--profiles-dir", profiles, "--quiet"]
+
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def build(manifest, *extra):
+    started = cpu()
+    result = dbtRunner(manifest=manifest).invoke(["build", "--threads", "1", *extra, *paths])
+    assert result.success, result.exception
+    return cpu() - started
+
+
+manifest = dbtRunner().invoke(["parse", *paths]).result
+build(manifest)  # the first build in the process pays dbt's one-time costs
+whole = [build(manifest)]
+one = [build(manifest, "--select", names[0]) for _ in range(3)]
+per_command = [build(manifest, "--select", name) for name in names]
+n = len(names)
+print(json.dumps({
+    "whole_build_cpu_s": round(min(whole), 3),
+    "one_node_build_cpu_s": round(min(one), 3),
+    # dbt's marginal CPU for a node inside one build: the whole build less its fixed part.
+    "in_one_build_ms": round(1000 * (min(whole) - min(one)) / (n - 1), 1),
+    "own_command_ms_median": round(1000 * statistics.median(per_command), 1),
+}))
+"""
+
+
+def plain_dbt_cpu(project: Path, pg: dict[str, str], password: str, names: list[str]) -> dict:
+    """dbt's own CPU per node on this project, with no Prefect (PLAIN_DBT_CPU)."""
+    import subprocess
+
+    profiles = bench.WORK / "plain-profiles"
+    profiles.mkdir(exist_ok=True)
+    # The same profile, the password from the environment instead of a Prefect block.
+    (profiles / "profiles.yml").write_text(
+        (project / "profiles.yml")
+        .read_text()
+        .replace("{{ prefect.blocks.secret.orchestrator-bench-pg-password }}", "{{ env_var('BENCH_PG_PASSWORD') }}")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_DBT_CPU, str(project), str(profiles), *names],
+        env={**os.environ, "BENCH_PG_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"plain dbt failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def summarise(build: dict, n_nodes: int, sleep: float) -> dict:
     results = build["results"]
     ran = [r for r in results if r.ran_to]
@@ -378,6 +445,26 @@ def markdown(report: dict) -> str:
                 f"| {bare['server']:.0f} | {ours['flow'] - bare['flow']:+.0f} | {ours['workers'] - bare['workers']:+.0f} "
                 f"| {ours['server'] - bare['server']:+.0f} |"
             )
+    plain = report.get("plain_dbt")
+    if plain:
+        lines += [
+            "",
+            f"Plain dbt on the same project, no Prefect (one thread): CPU per node "
+            f"{plain['in_one_build_ms']:.0f} ms inside one build (the whole build less a one-node build): "
+            "dbt's own work on a node. (As one plain `dbt build --select` command per node on a parsed "
+            f"manifest, the median is {plain['own_command_ms_median']:.0f} ms: dbt's set-up of each command, "
+            "which the workers' warm dbt session mostly spares.) What the workers spend above the bare task, "
+            "less dbt's own work on the node, is dbt-prefect's per node plus what one command per node "
+            "still costs dbt.",
+            "",
+            "| W | workers above bare | less dbt's own work on the node |",
+            "| ---: | ---: | ---: |",
+        ]
+        for row in report["rows"]:
+            if "bare" not in row:
+                continue
+            above = row["warm"]["cpu_per_node_ms"]["workers"] - row["bare"]["cpu_per_node_ms"]["workers"]
+            lines.append(f"| {row['workers']} | {above:+.0f} | {above - plain['in_one_build_ms']:+.0f} |")
     phases = list(PHASES.values())
     lines += [
         "",
@@ -430,6 +517,11 @@ def main() -> None:
         action="store_true",
         help="also run the same DAG as no-op Prefect tasks on each cluster: the floor a node task is measured against",
     )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="also measure plain dbt's CPU per node on the same project, with no Prefect (one thread)",
+    )
     parser.add_argument("--out", type=Path, help="write the report as JSON here")
     parser.add_argument("--report", type=Path, help="only print the tables of a JSON report written by --out")
     args = parser.parse_args()
@@ -456,6 +548,9 @@ def main() -> None:
         write_sleep_project(project, layers, args.sleep)
         bench.write_profile(project, pg, password)
         parse_once(project)
+        if args.plain:
+            report["plain_dbt"] = plain_dbt_cpu(project, pg, password, [name for layer in layers for name in layer])
+            print(json.dumps({"plain_dbt": report["plain_dbt"]}), flush=True)
 
         from distributed import Client, LocalCluster
 

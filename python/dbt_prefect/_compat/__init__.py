@@ -7,7 +7,8 @@
 - ``prefect_timeouts``: Prefect's injected timeout exception, redirected into dbt's cancel
   path for the thread running ``invoke`` (``runner/cancellation.py``).
 - ``dbt_state``: dbt's artifact readers, to check a stored state before ``--state`` uses
-  it, and which sources have a freshness config (``only_changed``).
+  it and then hand dbt what the check loaded, and which sources have a freshness config
+  (``only_changed``).
 - ``prefect_server``: the app of Prefect's temporary server, which ``dbt-prefect`` commands
   start themselves when no ``PREFECT_API_URL`` is set (``cli/server.py``).
 """

@@ -36,16 +36,18 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dbt.cli.main import dbtRunner
 
-from dbt_prefect._compat.dbt_state import sources_with_freshness, unreadable_artifact
+from dbt_prefect._compat.dbt_state import read_state_artifact, sources_with_freshness, state_read_once
 from dbt_prefect.errors import StateStoreError
 from dbt_prefect.model.statuses import Outcome, classify
 from dbt_prefect.runner.args import DbtInvocation, command_params
+from dbt_prefect.runner.heap import freeze_what_exists_now
 from dbt_prefect.runner.state_store import ARTIFACTS, WRITE_ORDER, StateStore, StoredFileMissing
 
 CHANGE_SELECTORS = ("state:modified+", "result:error+", "result:fail+", "result:skipped+")
@@ -110,6 +112,9 @@ class ChangedBuild:
     artifacts: ArtifactPaths = field(default_factory=ArtifactPaths)
     # The parse done here for source freshness; the build reuses it instead of parsing again.
     manifest: Any = None
+    # dbt's objects for the stored artifacts, loaded by the check in _load; the build's
+    # --state takes them instead of loading the same files again.
+    loaded: dict[Path, Any] = field(default_factory=dict)
 
     @classmethod
     def prepare(
@@ -135,6 +140,7 @@ class ChangedBuild:
     def _decide(self, params: dict[str, Any], dbt_args: Sequence[str]) -> None:
         build, say, where = self, self.say, self.store.describe()
         found, problem = build._load()
+        freeze_what_exists_now()  # the stored artifacts live until the build has read them
         build.usable = problem is None and "manifest.json" in found
         shared = {name: params[name] for name in _SHARED if params.get(name)}
         fresh_problem = build._check_freshness(dbt_args, shared)
@@ -180,6 +186,14 @@ class ChangedBuild:
         if self.select is None:
             return {}
         return {"select": self.select, "state": self.state_dir}
+
+    def state_read_once(self) -> AbstractContextManager[None]:
+        """Around the build: dbt's --state takes the artifacts _load already read."""
+        if self.select is None:
+            self.loaded.clear()
+            return nullcontext()
+        loaded, self.loaded = self.loaded, {}
+        return state_read_once(loaded)
 
     def finish(self, result: Any, dbt_raised: bool) -> None:
         """Save the state this build leaves (see the module docstring); never raises."""
@@ -231,9 +245,11 @@ class ChangedBuild:
             missing = sorted({"manifest.json", "run_results.json"} - found)
             return found, f"{' and '.join(missing)} missing"
         for name in sorted(found):
-            reason = unreadable_artifact(self.state_dir / name)
+            artifact, reason = read_state_artifact(self.state_dir / name)
             if reason is not None:
+                self.loaded.clear()
                 return found, reason
+            self.loaded[self.state_dir / name] = artifact
         return found, None
 
     def _check_freshness(self, dbt_args: Sequence[str], shared: dict[str, Any]) -> str | None:
@@ -246,6 +262,7 @@ class ChangedBuild:
             return None  # the build parses again and reports the error
         manifest: Any = parsed.result  # parse returns the Manifest
         self.manifest = manifest
+        freeze_what_exists_now()  # the build runs on this manifest
         if not sources_with_freshness(manifest):
             return None
         capture = ArtifactPaths()

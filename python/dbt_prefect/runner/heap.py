@@ -9,7 +9,9 @@ the 200-model benchmark, plain dbt spends about 3 s of its 16 s in the collector
 ``gc.freeze()`` moves every object that exists at that moment into a permanent generation
 the collector skips; the run freezes once when it starts and once more when dbt has parsed
 (the manifest joins). When dbt returns, everything is unfrozen, so nothing lives longer
-than it would have. A process that froze objects of its own is left as it is.
+than it would have. ``only_changed`` does the same around its own work before and after
+the build (the stored artifacts, its parse, reading back what dbt wrote): at 200 models,
+saving the state took 0.3 s with the collector walking everything, 0.05 s without. A process that froze objects of its own is left as it is.
 """
 
 from __future__ import annotations

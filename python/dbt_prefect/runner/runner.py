@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +189,11 @@ class PrefectDbtRunner(HookRegistration):
             paths += ["--target-path", str(target_path)]
         changed = None
         if store is not None:
-            # Source freshness and the selection of what changed (changed.py).
-            changed = ChangedBuild.prepare(store, invocation, kwargs, paths, _sayer(target))
+            # Source freshness and the selection of what changed (changed.py): a parse and
+            # the stored artifacts, as many objects as the build's, so the collector skips
+            # what exists before them too (heap.py).
+            with long_lived_objects_frozen():
+                changed = ChangedBuild.prepare(store, invocation, kwargs, paths, _sayer(target))
         manifest = self.manifest
         if manifest is None and changed is not None:
             manifest = changed.manifest  # parsed for source freshness; dbt builds on it
@@ -242,7 +246,7 @@ class PrefectDbtRunner(HookRegistration):
                         manifest=manifest,
                         callbacks=[DbtEventRouter(recorder.forward, threshold), *user_callbacks],
                     )
-                    with dbt_cancels_on_interrupt():
+                    with dbt_cancels_on_interrupt(), changed.state_read_once() if changed else nullcontext():
                         result = runner.invoke(dbt_args, **dbt_kwargs)
             except BaseException:
                 dbt_raised = True
@@ -264,7 +268,8 @@ class PrefectDbtRunner(HookRegistration):
                     if emitter is not None:
                         emitter.release()
                     if changed is not None:
-                        changed.finish(result, dbt_raised)
+                        with long_lived_objects_frozen():  # it reads the manifest dbt wrote: as many objects again
+                            changed.finish(result, dbt_raised)
                 except Exception as exc:  # never in place of dbt's own result or exception
                     _logger.warning("dbt-prefect could not close the run's records: %s: %s", type(exc).__name__, exc)
         return result
